@@ -1,0 +1,392 @@
+"""Configuration: defaults < TOML file < RFSTREAM_* environment < CLI flags.
+
+Everything lands in frozen dataclasses. An unknown key or a bad value stops
+the start with a ConfigError naming the key (``spectrogram.nfft: ...``).
+
+Environment variables name a key with a double underscore between section
+and key: ``RFSTREAM_SPECTROGRAM__NFFT=2048``, ``RFSTREAM_PUBLISH__ENDPOINT=...``.
+Detectors are a list of records (``[[detectors]]``); the environment cannot
+address them, a file or ``--set detectors.N.key=value`` can.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rfstream.errors import ConfigError
+
+ENV_PREFIX = "RFSTREAM_"
+
+
+@dataclass(frozen=True, slots=True)
+class SourceConfig:
+    kind: str = "sigmf"  # sigmf | raw | synth | soapy
+    path: str = ""  # recording (sigmf/raw)
+    chunk_ms: float = 200.0
+    channel: int = 0
+    realtime: bool = False  # pace chunks at the sample rate (replay); live sources always are
+    loop: bool = False  # replay the recording again and again
+    capture_index: int = -1  # -1: every capture in order
+    # raw IQ files (rtl_sdr .cu8, hackrf .cs8, .cs16, GNU Radio .cf32/.cfile)
+    datatype: str = ""  # SigMF datatype string, e.g. cu8, ci16_le, cf32_le; "" = from the extension
+    sample_rate_hz: float = 0.0
+    center_freq_hz: float = 0.0
+    # soapy
+    device_args: str = ""
+    gain_db: float = -1.0  # < 0: automatic gain (AGC) where the device has it
+    antenna: str = ""
+    bandwidth_hz: float = 0.0  # 0: the device's default
+    stream_format: str = "CS16"  # CS16 | CF32
+    reopen_backoff_s: float = 1.0
+    read_timeout_s: float = 0.5
+    queue_depth: int = 8  # chunks buffered between the reader and processing
+
+
+@dataclass(frozen=True, slots=True)
+class SpectrogramConfig:
+    backend: str = "auto"  # auto | numpy | cupy
+    nfft: int = 4096
+    hop: int = 2048
+    window: str = "hann"  # any scipy.signal.get_window name
+    height: int = 1024  # rows (time)
+    width: int = 1024  # columns (frequency)
+    dynamic_range_db: float = 50.0  # dB mapped onto [0, 1]
+    floor_offset_db: float = 6.0  # the image's 0 sits this far below the frame's median (noise floor)
+    remove_dc: bool = False  # null the DC bin (RTL-SDR style receivers show a spike there)
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorConfig:
+    name: str = "energy"
+    kind: str = "energy"  # energy | two_stage | onnx | tensorrt | torch
+    enabled: bool = True
+    priority: int = 0  # higher = kept longer when the pipeline sheds load
+    model: str = ""  # model name or path (learned kinds)
+    score_threshold: float = -1.0  # < 0: the model's own default
+    labels: tuple[str, ...] = ()  # keep only these labels; () keeps all
+    options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific, validated by the kind
+
+
+@dataclass(frozen=True, slots=True)
+class MergeConfig:
+    iou_threshold: float = 0.5
+    class_aware: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerConfig:
+    max_gap_s: float = 0.5  # a track ends after this long without a hit
+    confirm_hits: int = 2  # hits before a track is confirmed
+    freq_tolerance_hz: float = 0.0  # extra slack when matching; 0 = 10 % of the bandwidth
+    smoothing: float = 0.5  # exponential smoothing of the edges, 0 = no memory
+
+
+@dataclass(frozen=True, slots=True)
+class PublishConfig:
+    endpoint: str = "tcp://127.0.0.1:5555"  # "" disables ZeroMQ publishing
+    spectrogram: bool = False  # publish the uint8 image for GUIs
+    spectrogram_decimate: int = 2  # publish every Nth row and column
+    sndhwm: int = 64  # messages queued per subscriber before they are dropped
+    health_interval_s: float = 1.0
+    allow_remote: bool = False  # binding to a non-loopback address needs this (and CURVE keys)
+    curve_secret_key: str = ""  # path to the server's secret key file (rfstream keys generate)
+    curve_authorized_keys: str = ""  # directory of clients' public key files
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeConfig:
+    deadline_ms: float = 400.0
+    queue_depth: int = 4
+    workers: int = 0  # detector fan-out threads; 0 = one per detector
+    log_format: str = "auto"  # auto | console | json
+    log_level: str = "info"
+    watchdog: bool = True  # feed systemd's watchdog while chunks flow
+    metrics_endpoint: str = ""  # host:port for Prometheus; "" disables
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    source: SourceConfig = field(default_factory=SourceConfig)
+    spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
+    detectors: tuple[DetectorConfig, ...] = (DetectorConfig(),)
+    merge: MergeConfig = field(default_factory=MergeConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+# --- validation rules, by key, beyond the type ------------------------------------------
+_CHOICES = {
+    "source.kind": ("sigmf", "raw", "synth", "soapy"),
+    "source.stream_format": ("CS16", "CF32"),
+    "spectrogram.backend": ("auto", "numpy", "cupy"),
+    "runtime.log_format": ("auto", "console", "json"),
+    "runtime.log_level": ("debug", "info", "warning", "error"),
+    "detectors.kind": ("energy", "two_stage", "onnx", "tensorrt", "torch"),
+}
+_POSITIVE = {
+    "source.chunk_ms",
+    "source.reopen_backoff_s",
+    "source.read_timeout_s",
+    "source.queue_depth",
+    "spectrogram.nfft",
+    "spectrogram.hop",
+    "spectrogram.height",
+    "spectrogram.width",
+    "spectrogram.dynamic_range_db",
+    "tracker.max_gap_s",
+    "tracker.confirm_hits",
+    "publish.sndhwm",
+    "publish.health_interval_s",
+    "publish.spectrogram_decimate",
+    "runtime.deadline_ms",
+    "runtime.queue_depth",
+}
+_NON_NEGATIVE = {"source.channel", "source.sample_rate_hz", "source.bandwidth_hz", "runtime.workers"}
+_UNIT_INTERVAL = {"merge.iou_threshold", "tracker.smoothing"}
+
+
+def _fail(key: str, message: str) -> ConfigError:
+    return ConfigError(f"config key '{key}': {message}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Coerce a TOML/env/CLI value to the annotated type, or raise naming the key."""
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise _fail(key, f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise _fail(key, f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else int(value)
+            except ValueError:
+                pass
+        raise _fail(key, f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise _fail(key, f"expected a number, got {value!r}")
+        try:
+            out = float(value)
+        except (TypeError, ValueError):
+            raise _fail(key, f"expected a number, got {value!r}") from None
+        if not math.isfinite(out):
+            raise _fail(key, f"expected a finite number, got {value!r}")
+        return out
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _fail(key, f"expected a string, got {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise _fail(key, f"expected a list, got {value!r}")
+        (item_tp, _) = typing.get_args(tp)
+        return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
+    if origin in (Mapping, dict) or tp is Mapping:
+        if not isinstance(value, Mapping):
+            raise _fail(key, f"expected a table, got {value!r}")
+        return dict(value)
+    if isinstance(tp, types.UnionType):
+        raise _fail(key, "unsupported type")  # pragma: no cover - no such fields
+    raise _fail(key, f"unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise _fail(f"{prefix}{key}", "unknown key" + _suggest(key, names))
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(f"{prefix}{f.name}", data[f.name], hints[f.name])
+    return cls(**kwargs)
+
+
+def _suggest(key: str, names: set[str]) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(key, sorted(names), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _validate(cfg: Config) -> None:
+    def check(key: str, value: Any) -> None:
+        generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
+        if generic in _CHOICES and value not in _CHOICES[generic]:
+            raise _fail(key, f"{value!r} is not one of {', '.join(_CHOICES[generic])}")
+        if generic in _POSITIVE and not value > 0:
+            raise _fail(key, f"must be > 0, got {value!r}")
+        if generic in _NON_NEGATIVE and value < 0:
+            raise _fail(key, f"must be >= 0, got {value!r}")
+        if generic in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
+            raise _fail(key, f"must lie in [0, 1], got {value!r}")
+
+    for section in ("source", "spectrogram", "merge", "tracker", "publish", "runtime"):
+        obj = getattr(cfg, section)
+        for f in dataclasses.fields(obj):
+            check(f"{section}.{f.name}", getattr(obj, f.name))
+    seen: set[str] = set()
+    for i, det in enumerate(cfg.detectors):
+        for f in dataclasses.fields(det):
+            check(f"detectors.{i}.{f.name}", getattr(det, f.name))
+        if det.name in seen:
+            raise _fail(f"detectors.{i}.name", f"duplicate detector name {det.name!r}")
+        seen.add(det.name)
+    sp = cfg.spectrogram
+    if sp.hop > sp.nfft:
+        raise _fail("spectrogram.hop", f"must be <= spectrogram.nfft ({sp.nfft}), got {sp.hop}")
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ("RFSTREAM_CONFIG",):
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) != 2 or not all(parts):
+            raise _fail(name, "environment keys look like RFSTREAM_SECTION__KEY")
+        layer.setdefault(parts[0], {})[parts[1]] = value
+    return layer
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    if parts[0] == "detectors":
+        if len(parts) < 3 or not parts[1].isdigit():
+            raise _fail(dotted, "detector keys look like detectors.N.key")
+        dets = tree.setdefault("detectors", [])
+        index = int(parts[1])
+        if index >= len(dets):
+            raise _fail(dotted, f"there is no detector {index} (have {len(dets)})")
+        node = dets[index] = dict(dets[index])
+        for part in parts[2:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        return
+    if len(parts) != 2:
+        raise _fail(dotted, "keys look like section.key")
+    tree.setdefault(parts[0], {})[parts[1]] = value
+
+
+def _parse_cli_value(text: str) -> Any:
+    """Parse a --set value as TOML where it parses, else keep it a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the frozen Config from defaults, a TOML file, the environment and CLI overrides.
+
+    ``overrides`` maps dotted keys (``"spectrogram.nfft"``, ``"detectors.0.enabled"``)
+    to values; string values are parsed as TOML where they parse.
+    """
+    environ = os.environ if environ is None else environ
+    tree: dict[str, Any] = {}
+    if path is None and environ.get("RFSTREAM_CONFIG"):
+        path = environ["RFSTREAM_CONFIG"]
+    if path is not None:
+        tree = _merge(tree, read_toml(path))
+    tree = _merge(tree, _env_layer(environ))
+    for dotted, value in (overrides or {}).items():
+        if "detectors" not in tree and dotted.startswith("detectors."):
+            tree["detectors"] = [dataclasses.asdict(d) for d in Config().detectors]
+        _set_dotted(tree, dotted, _parse_cli_value(value) if isinstance(value, str) else value)
+    return config_from_tree(tree)
+
+
+def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+
+
+def config_from_tree(tree: Mapping[str, Any]) -> Config:
+    """Validate a nested mapping (as read from TOML) into a Config."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    for key in tree:
+        if key not in sections:
+            raise _fail(key, "unknown section" + _suggest(key, set(sections)))
+    hints = typing.get_type_hints(Config)
+    kwargs: dict[str, Any] = {}
+    for name, value in tree.items():
+        if name == "detectors":
+            if not isinstance(value, list):
+                raise _fail("detectors", "expected a list of [[detectors]] tables")
+            dets = []
+            for i, item in enumerate(value):
+                if not isinstance(item, Mapping):
+                    raise _fail(f"detectors.{i}", "expected a table")
+                dets.append(_build(DetectorConfig, item, f"detectors.{i}."))
+            kwargs[name] = tuple(dets)
+        else:
+            if not isinstance(value, Mapping):
+                raise _fail(name, "expected a table")
+            kwargs[name] = _build(hints[name], value, f"{name}.")
+    cfg = Config(**kwargs)
+    _validate(cfg)
+    return cfg
+
+
+def replace(cfg: Config, **sections: Mapping[str, Any]) -> Config:
+    """A copy of ``cfg`` with some keys of some sections changed (validated)."""
+    tree = to_tree(cfg)
+    for section, changes in sections.items():
+        if section == "detectors":
+            tree["detectors"] = list(changes)  # type: ignore[arg-type]
+        else:
+            tree[section] = {**tree[section], **changes}
+    return config_from_tree(tree)
+
+
+def to_tree(cfg: Config) -> dict[str, Any]:
+    """The Config as plain nested dicts and lists (TOML-shaped)."""
+    tree = dataclasses.asdict(cfg)
+    tree["detectors"] = [dict(d) for d in tree["detectors"]]
+    return tree
