@@ -1,0 +1,1 @@
+"""Signal processing: the array backend and the spectrogram stage."""

@@ -1,0 +1,139 @@
+"""Spectrogram stage: golden test against SciPy in float64, streaming invariance, axes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rfstream.config import SpectrogramConfig
+from rfstream.dsp.spectrogram import Spectrogrammer, resample_matrix
+from rfstream.types import Chunk
+
+
+def noise_and_tone(n: int, rate: float, tone_hz: float, seed: int = 0, tone_amp: float = 4.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    iq = (rng.standard_normal(n) + 1j * rng.standard_normal(n)) / np.sqrt(2)
+    iq += tone_amp * np.exp(2j * np.pi * tone_hz * np.arange(n) / rate)
+    return iq.astype(np.complex64)
+
+
+def chunks_of(iq: np.ndarray, rate: float, sizes: list[int], fc: float = 100e6) -> list[Chunk]:
+    out, pos = [], 0
+    for seq, size in enumerate(sizes):
+        out.append(Chunk(iq=iq[pos : pos + size], sample_rate_hz=rate, center_freq_hz=fc, start_sample=pos, seq=seq, arrived_ns=0))
+        pos += size
+    return out
+
+
+@pytest.mark.parametrize("window", ["hann", "blackman", "boxcar"])
+def test_power_matches_scipy_float64(window):
+    rate, nfft, hop = 1e6, 1024, 512
+    iq = noise_and_tone(20_000, rate, 123_456.0)
+    sp = Spectrogrammer(SpectrogramConfig(nfft=nfft, hop=hop, window=window, width=256, height=64))
+    power, first = sp.power(chunks_of(iq, rate, [iq.size])[0])
+    _, _, ref = scipy.signal.spectrogram(
+        iq.astype(np.complex128), fs=rate, window=window, nperseg=nfft, noverlap=nfft - hop,
+        detrend=False, return_onesided=False, scaling="density", mode="psd",
+    )
+    ref = np.fft.fftshift(ref.T * rate, axes=1)  # density -> per-bin power, ascending frequency
+    assert first == 0
+    assert power.shape == ref.shape
+    rel = np.abs(power - ref) / ref
+    assert rel.max() < 1e-3
+
+
+def test_chunked_stream_equals_one_long_transform():
+    rate, nfft, hop = 2e6, 4096, 2048
+    iq = noise_and_tone(100_000, rate, -300e3, seed=3)
+    whole, _ = Spectrogrammer(SpectrogramConfig()).power(chunks_of(iq, rate, [iq.size])[0])
+    sp = Spectrogrammer(SpectrogramConfig())
+    parts = [sp.power(c) for c in chunks_of(iq, rate, [10_001, 33_333, 4_000, 52_666])]
+    firsts = [p[1] for p in parts if p[0].shape[0]]
+    stitched = np.concatenate([p[0] for p in parts if p[1] >= 0])
+    # Every slice starts at a multiple of hop, and no sample falls between chunks.
+    assert all(f % hop == 0 for f in firsts)
+    assert stitched.shape[0] >= whole.shape[0] - 1
+    n = min(stitched.shape[0], whole.shape[0])
+    np.testing.assert_allclose(stitched[:n], whole[:n], rtol=1e-5)
+
+
+def test_parseval_noise_floor_reads_noise_power():
+    rate = 1e6
+    rng = np.random.default_rng(7)
+    iq = ((rng.standard_normal(400_000) + 1j * rng.standard_normal(400_000)) * np.sqrt(2.5 / 2)).astype(np.complex64)
+    power, _ = Spectrogrammer(SpectrogramConfig()).power(chunks_of(iq, rate, [iq.size])[0])
+    # The window scaling makes white noise of power p per sample read p per bin on average.
+    assert power.mean() == pytest.approx(2.5, rel=0.02)
+
+
+def test_parseval_rectangular_window_conserves_energy():
+    rate, nfft = 1e6, 1024
+    iq = noise_and_tone(nfft * 8, rate, 50e3, seed=1)
+    sp = Spectrogrammer(SpectrogramConfig(nfft=nfft, hop=nfft, window="boxcar", width=256, height=8))
+    power, _ = sp.power(chunks_of(iq, rate, [iq.size])[0])
+    # boxcar: scale 1/nfft, so sum over bins = sum |X|^2 / nfft = sum |x|^2 (Parseval), per slice.
+    per_slice = np.abs(iq.astype(np.complex128).reshape(8, nfft)) ** 2
+    np.testing.assert_allclose(power.sum(axis=1), per_slice.sum(axis=1), rtol=1e-4)
+
+
+def test_frame_axes_place_a_tone_and_tile_time():
+    rate, fc, tone = 20e6, 915e6, 3.3e6
+    n = int(0.2 * rate)
+    iq = noise_and_tone(2 * n, rate, tone, tone_amp=2.0)
+    sp = Spectrogrammer(SpectrogramConfig())
+    f1, f2 = (sp.process(c) for c in chunks_of(iq, rate, [n, n], fc=fc))
+    assert f1.image.shape == (1024, 1024) and f1.image.dtype == np.float32
+    assert 0.0 <= f1.image.min() and f1.image.max() <= 1.0
+    col = int(np.argmax(f1.image.mean(axis=0)))
+    lo, hi = f1.f0_hz + col * f1.df_hz, f1.f0_hz + (col + 1) * f1.df_hz
+    assert lo <= fc + tone < hi
+    assert f1.f0_hz == pytest.approx(fc - rate / 2, abs=rate / 4096)
+    assert f1.f1_hz == pytest.approx(fc + rate / 2, abs=rate / 4096)
+    assert f2.t0_s == pytest.approx(f1.t1_s, abs=1e-12)  # rows of consecutive frames tile time
+    # the noise floor sits at floor_offset_db / dynamic_range_db
+    assert float(np.median(f1.image)) == pytest.approx(6.0 / 50.0, abs=0.02)
+
+
+def test_short_recording_is_upsampled_and_tiny_one_is_padded():
+    rate = 250e3
+    iq = noise_and_tone(50_000, rate, 20e3)  # 23 slices -> 1024 rows
+    frame = Spectrogrammer(SpectrogramConfig()).process(chunks_of(iq, rate, [iq.size])[0])
+    assert frame.image.shape == (1024, 1024)
+    assert frame.t1_s <= iq.size / rate + 1e-9
+    tiny = Spectrogrammer(SpectrogramConfig()).process(chunks_of(iq[:1000], rate, [1000])[0])
+    assert tiny.image.shape == (1024, 1024) and np.isfinite(tiny.image).all()
+
+
+def test_non_integer_bin_ratio_uses_area_resampling():
+    rate = 1e6
+    iq = noise_and_tone(200_000, rate, 250e3)
+    frame = Spectrogrammer(SpectrogramConfig(nfft=1000, hop=500, width=300, height=100)).process(
+        chunks_of(iq, rate, [iq.size])[0]
+    )
+    col = int(np.argmax(frame.image.mean(axis=0)))
+    assert frame.f0_hz + col * frame.df_hz <= 100e6 + 250e3 < frame.f0_hz + (col + 1) * frame.df_hz + 1
+
+
+def test_gap_restarts_the_transform():
+    rate = 1e6
+    iq = noise_and_tone(40_000, rate, 1e3)
+    sp = Spectrogrammer(SpectrogramConfig())
+    a, b = chunks_of(iq, rate, [20_000, 20_000])
+    sp.power(a)
+    gapped = Chunk(iq=b.iq, sample_rate_hz=rate, center_freq_hz=b.center_freq_hz, start_sample=25_000, seq=1, arrived_ns=0, gap_before_samples=5_000)
+    _, first = sp.power(gapped)
+    assert first == 25_000
+
+
+@settings(max_examples=40, deadline=None)
+@given(n_in=st.integers(1, 3000), n_out=st.integers(1, 1200))
+def test_resample_matrix_conserves_mean(n_in, n_out):
+    m = resample_matrix(n_in, n_out)
+    x = np.random.default_rng(n_in).random(n_in)
+    y = m @ x
+    assert y.shape == (n_out,)
+    assert y.mean() == pytest.approx(x.mean(), rel=1e-4)
+    assert np.all(y >= x.min() - 1e-6) and np.all(y <= x.max() + 1e-6)
