@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
+import sys
 import types
 import typing
 from collections.abc import Mapping
@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from rfstream.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # JetPack 6 ships Python 3.10
+    import tomli as tomllib
 
 ENV_PREFIX = "RFSTREAM_"
 

@@ -70,9 +70,7 @@ def cupy_backend() -> Backend:
         import cupyx.scipy.sparse
         from cupy.lib.stride_tricks import as_strided
     except ImportError as exc:
-        raise ConfigError(
-            "spectrogram.backend 'cupy' needs CuPy: pip install 'rfstream[gpu]'"
-        ) from exc
+        raise ConfigError("spectrogram.backend 'cupy' needs CuPy: pip install 'rfstream[gpu]'") from exc
     if not cuda_available():
         raise ConfigError("spectrogram.backend 'cupy': no CUDA device is visible")
 

@@ -58,8 +58,8 @@ def resample_matrix(n_in: int, n_out: int) -> scipy.sparse.csr_matrix:
 class Spectrogrammer:
     """One stream's spectrogram stage. Set up once; ``process(chunk)`` per chunk."""
 
-    def __init__(self, cfg: SpectrogramConfig = SpectrogramConfig(), backend: Backend | None = None):
-        self.cfg = cfg
+    def __init__(self, cfg: SpectrogramConfig | None = None, backend: Backend | None = None):
+        self.cfg = cfg = cfg or SpectrogramConfig()
         self.backend = backend or numpy_backend()
         xp = self.backend.xp
         self.xp = xp
@@ -119,7 +119,9 @@ class Spectrogrammer:
         if self._frames.shape[0] < n_slices:
             self._frames = xp.empty((n_slices, self.nfft), dtype=xp.complex64)
         item = self._buf.itemsize
-        view = self.backend.as_strided(self._buf, shape=(n_slices, self.nfft), strides=(self.hop * item, item))
+        view = self.backend.as_strided(
+            self._buf, shape=(n_slices, self.nfft), strides=(self.hop * item, item)
+        )
         frames = self._frames[:n_slices]
         xp.multiply(view, self.window, out=frames)
         spec = self.backend.fft(frames)
