@@ -30,6 +30,8 @@ else:  # JetPack 6 ships Python 3.10
     import tomli as tomllib
 
 ENV_PREFIX = "RFSTREAM_"
+# RFSTREAM_* variables that are not config keys: the config file and the model search directory.
+ENV_RESERVED = frozenset({"RFSTREAM_CONFIG", "RFSTREAM_MODEL_DIR"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +279,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 def _env_layer(environ: Mapping[str, str]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name in ("RFSTREAM_CONFIG",):
+        if not name.startswith(ENV_PREFIX) or name in ENV_RESERVED:
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         if len(parts) != 2 or not all(parts):

@@ -1,0 +1,79 @@
+"""The systemd units parse cleanly (`systemd-analyze verify`) and keep the settings the daemon relies on.
+
+Needs the `systemd` package for systemd-analyze (skipped without it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+ANALYZE = shutil.which("systemd-analyze")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None, reason="systemd-analyze not installed (apt-get install systemd)"
+)
+
+
+def _verify(*units: Path) -> list[str]:
+    """Problems systemd-analyze reports about these unit files (it exits 0 on unknown keys)."""
+    proc = subprocess.run(
+        [ANALYZE, "verify", *map(str, units)], capture_output=True, text=True, timeout=60, check=False
+    )
+    names = [u.name for u in units]
+    lines = (proc.stdout + proc.stderr).splitlines()
+    problems = [line for line in lines if any(name in line for name in names)]
+    if proc.returncode != 0 and not problems:
+        problems = lines or [f"systemd-analyze exited {proc.returncode}"]
+    return problems
+
+
+def _instance(tmp_path: Path, name: str) -> Path:
+    """A template is verified as one of its instances."""
+    path = tmp_path / f"rfstream@{name}.service"
+    shutil.copy(UNITS / "rfstream@.service", path)
+    return path
+
+
+@needs_analyze
+def test_units_verify_cleanly(tmp_path):
+    assert _verify(UNITS / "rfstream.service", _instance(tmp_path, "rtl0")) == []
+
+
+@needs_analyze
+def test_verify_catches_a_broken_unit(tmp_path):
+    broken = tmp_path / "rfstream.service"
+    broken.write_text((UNITS / "rfstream.service").read_text().replace("WatchdogSec=", "WatchdogSecs="))
+    assert any("WatchdogSecs" in line for line in _verify(broken))
+
+
+def _settings(path: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
+            key, value = line.split("=", 1)
+            out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@pytest.mark.parametrize("unit", ["rfstream.service", "rfstream@.service"])
+def test_units_keep_notify_watchdog_and_hardening(unit):
+    s = _settings(UNITS / unit)
+    assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
+    assert s["WatchdogSec"] == ["10"] and s["Restart"] == ["on-failure"]
+    assert s["ExecStart"][0].startswith("/usr/bin/env rfstream run --config /etc/rfstream/")
+    assert s["CapabilityBoundingSet"] == [""] and s["AmbientCapabilities"] == [""]
+    assert s["NoNewPrivileges"] == ["yes"] and s["ProtectSystem"] == ["strict"]
+    assert s["DynamicUser"] == ["yes"] and s["SupplementaryGroups"] == ["plugdev"]
+    assert "char-usb_device rw" in s["DeviceAllow"]
+    assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+
+
+def test_template_instances_do_not_share_config_or_state():
+    s = _settings(UNITS / "rfstream@.service")
+    assert s["ExecStart"][0].endswith("--config /etc/rfstream/%i.toml")
+    assert "rfstream/%i" in s["StateDirectory"][0].split()
+    assert s["RuntimeDirectory"] == ["rfstream/%i"]
