@@ -135,8 +135,11 @@ class Frame:
         self, x0: float, y0: float, x1: float, y1: float, *, score: float, label: str, detector: str
     ) -> Detection:
         """Build a Detection from a pixel box, clipped to the image."""
-        x0, x1 = max(0.0, float(x0)), min(float(self.width), float(x1))
-        y0, y1 = max(0.0, float(y0)), min(float(self.height), float(y1))
+        w, h = float(self.width), float(self.height)
+        x0 = min(max(0.0, float(x0)), w)
+        x1 = max(x0, min(w, float(x1)))
+        y0 = min(max(0.0, float(y0)), h)
+        y1 = max(y0, min(h, float(y1)))
         t_start, t_stop, f_low, f_high = self.to_physical(x0, y0, x1, y1)
         return Detection(
             x0=x0,

@@ -1,0 +1,176 @@
+"""The tracker: follows signals across chunks and turns detections into track events.
+
+Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.t1_s``):
+
+- **Association.** Detections are taken in time order (then frequency). A detection may
+  join a live track when
+  (a) the labels agree, ``"unknown"`` matching any label (the energy detector does not
+  classify; a labelled detection joining an unknown track gives the track its label);
+  (b) it starts no later than ``max_gap_s`` after the track was last seen; and
+  (c) its frequency interval overlaps the track's, each widened by the tolerance
+  (``freq_tolerance_hz``, or 10 % of the wider of the two bandwidths when that is 0).
+  Of the candidates it joins the one with the largest frequency IoU (of the widened
+  intervals), ties to the older track. So a signal continuing across a chunk
+  boundary keeps its track, and a hopping signal's bursts on different frequencies
+  are separate tracks; bursts that return to the same frequency within
+  ``max_gap_s`` join the same one. A track may take several detections in one
+  chunk (pulses on one frequency); unmatched detections start new tracks, which
+  later detections of the same chunk may join.
+- **Ids** start at 1 and only grow.
+- **State**: ``tentative`` until ``confirm_hits`` detections have joined, then
+  ``confirmed``; ``ended`` once ``now - last_seen_s > max_gap_s`` (a gap in the
+  stream moves ``now`` on, so tracks across a gap end by time as well) or when
+  :meth:`Tracker.finish` is called.
+- **Smoothing**: the edges follow the detections exponentially,
+  ``edge = smoothing·edge + (1 − smoothing)·detected_edge``. ``score`` is the best
+  detection score so far; ``first_seen_s`` / ``last_seen_s`` are the earliest start and
+  the latest stop of the joined detections.
+- **Events**: per chunk, at most one event per track: ``end`` for tracks that ended
+  (listed first), then, by track id, ``start`` for tracks created in this chunk and
+  ``update`` for older tracks that got at least one detection. Every ``start`` is
+  eventually followed by exactly one ``end``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rfstream.config import TrackerConfig
+from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
+
+__all__ = ["Tracker"]
+
+_ANY = "unknown"
+
+
+@dataclass(slots=True)
+class _Live:
+    """A track's mutable state while it lives; published as frozen Track snapshots."""
+
+    track_id: int
+    label: str
+    f_low_hz: float
+    f_high_hz: float
+    first_seen_s: float
+    last_seen_s: float
+    hits: int
+    score: float
+    state: TrackState
+
+    def snapshot(self, state: TrackState | None = None) -> Track:
+        return Track(
+            track_id=self.track_id,
+            label=self.label,
+            f_low_hz=self.f_low_hz,
+            f_high_hz=self.f_high_hz,
+            first_seen_s=self.first_seen_s,
+            last_seen_s=self.last_seen_s,
+            hits=self.hits,
+            score=self.score,
+            state=state or self.state,
+        )
+
+
+class Tracker:
+    """One stream's tracker. ``update(frame, detections)`` per chunk, ``finish()`` at the end."""
+
+    def __init__(self, cfg: TrackerConfig | None = None) -> None:
+        cfg = cfg or TrackerConfig()
+        self.cfg = cfg
+        self._keep = float(cfg.smoothing)
+        self._live: dict[int, _Live] = {}
+        self._next_id = 1
+        self._last_seq = -1
+
+    def _tolerance(self, a_bw: float, b_bw: float) -> float:
+        if self.cfg.freq_tolerance_hz > 0:
+            return self.cfg.freq_tolerance_hz
+        return 0.1 * max(a_bw, b_bw)
+
+    def _affinity(self, track: _Live, det: Detection) -> float:
+        """Frequency IoU of the widened intervals; < 0 when the detection may not join."""
+        if track.label != det.label and _ANY not in (track.label, det.label):
+            return -1.0
+        if det.t_start_s - track.last_seen_s > self.cfg.max_gap_s:
+            return -1.0
+        tol = self._tolerance(track.f_high_hz - track.f_low_hz, det.bandwidth_hz)
+        lo_t, hi_t = track.f_low_hz - tol, track.f_high_hz + tol
+        lo_d, hi_d = det.f_low_hz - tol, det.f_high_hz + tol
+        inter = min(hi_t, hi_d) - max(lo_t, lo_d)
+        if inter <= 0:
+            return -1.0
+        return inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
+
+    def _join(self, track: _Live, det: Detection) -> None:
+        keep = self._keep
+        track.f_low_hz = keep * track.f_low_hz + (1.0 - keep) * det.f_low_hz
+        track.f_high_hz = keep * track.f_high_hz + (1.0 - keep) * det.f_high_hz
+        track.first_seen_s = min(track.first_seen_s, det.t_start_s)
+        track.last_seen_s = max(track.last_seen_s, det.t_stop_s)
+        track.hits += 1
+        track.score = max(track.score, det.score)
+        if track.label == _ANY and det.label != _ANY:
+            track.label = det.label
+        if track.hits >= self.cfg.confirm_hits:
+            track.state = "confirmed"
+
+    def update(self, frame: Frame, detections: Sequence[Detection]) -> list[TrackEvent]:
+        """Associate one chunk's (merged) detections; return the chunk's track events."""
+        seq = frame.chunk.seq
+        self._last_seq = seq
+        started: set[int] = set()
+        touched: set[int] = set()
+        for det in sorted(detections, key=lambda d: (d.t_start_s, d.f_low_hz, d.f_high_hz, -d.score)):
+            best, best_affinity = None, 0.0
+            for track in self._live.values():  # dict order = id order, so ties go to the older
+                affinity = self._affinity(track, det)
+                if affinity > best_affinity:
+                    best, best_affinity = track, affinity
+            if best is None:
+                best = _Live(
+                    track_id=self._next_id,
+                    label=det.label,
+                    f_low_hz=det.f_low_hz,
+                    f_high_hz=det.f_high_hz,
+                    first_seen_s=det.t_start_s,
+                    last_seen_s=det.t_stop_s,
+                    hits=1,
+                    score=det.score,
+                    state="confirmed" if self.cfg.confirm_hits <= 1 else "tentative",
+                )
+                self._live[best.track_id] = best
+                self._next_id += 1
+                started.add(best.track_id)
+            else:
+                self._join(best, det)
+            touched.add(best.track_id)
+
+        now = frame.t1_s
+        events = [
+            TrackEvent("end", self._live.pop(tid).snapshot("ended"), seq)
+            for tid in [
+                t.track_id
+                for t in self._live.values()
+                if t.track_id not in touched and now - t.last_seen_s > self.cfg.max_gap_s
+            ]
+        ]
+        for tid in sorted(touched):
+            kind = "start" if tid in started else "update"
+            events.append(TrackEvent(kind, self._live[tid].snapshot(), seq))
+        return events
+
+    def finish(self, at_s: float | None = None) -> list[TrackEvent]:
+        """End every live track (the stream ended). Returns their ``end`` events, by id.
+
+        ``at_s`` (stream time of the end) is accepted for the pipeline's symmetry with
+        ``update``; ending does not move a track's ``last_seen_s``.
+        """
+        del at_s
+        events = [TrackEvent("end", t.snapshot("ended"), self._last_seq) for t in self._live.values()]
+        self._live.clear()
+        return events
+
+    def tracks(self) -> list[Track]:
+        """Snapshots of the live tracks, by id (for a late subscriber)."""
+        return [t.snapshot() for t in self._live.values()]

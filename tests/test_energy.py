@@ -1,0 +1,227 @@
+"""The energy detector on synthetic spectrograms and on the real Spectrogrammer's frames."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rfstream.config import DetectorConfig, SpectrogramConfig
+from rfstream.detect.base import Detector
+from rfstream.detect.energy import EnergyDetector, EnergyOptions
+from rfstream.detect.nms import iou_matrix
+from rfstream.dsp.spectrogram import Spectrogrammer
+from rfstream.errors import ConfigError
+from rfstream.types import Chunk, Frame
+
+LOOKS = 8  # STFT power bins averaged per pixel (4 frequency bins x 2 slices at 20 MS/s)
+
+
+def noise_image(
+    rng: np.random.Generator,
+    h: int = 1024,
+    w: int = 1024,
+    signals=(),
+    floor_db: np.ndarray | None = None,
+    extra_columns: dict[int, float] | None = None,
+) -> np.ndarray:
+    """A spectrogram image made like the real one: power-domain noise (mean of LOOKS
+    exponentials), signals as extra power, dB, then 0 = median - 6 dB, 1 unit = 50 dB.
+
+    ``signals``: (x0, y0, x1, y1, snr_db) pixel boxes; ``floor_db``: per-column floor shape;
+    ``extra_columns``: always-on lines {column: snr_db} (DC spike, carriers)."""
+    floor = np.ones(w) if floor_db is None else 10 ** (floor_db / 10)
+    power = rng.gamma(LOOKS, 1.0 / LOOKS, size=(h, w)) * floor[None, :]
+    for x0, y0, x1, y1, snr_db in signals:
+        power[y0:y1, x0:x1] += (
+            10 ** (snr_db / 10) * floor[None, x0:x1] * rng.gamma(LOOKS, 1.0 / LOOKS, (y1 - y0, x1 - x0))
+        )
+    for col, snr_db in (extra_columns or {}).items():
+        power[:, col] += 10 ** (snr_db / 10) * floor[col]
+    db = 10 * np.log10(power)
+    median = np.median(db[::3, ::3])
+    return np.clip((db - (median - 6.0)) / 50.0, 0.0, 1.0).astype(np.float32)
+
+
+def make_frame(image: np.ndarray, *, rate: float = 20e6, fc: float = 2.4e9, seq: int = 0) -> Frame:
+    h, w = image.shape
+    chunk = Chunk(
+        iq=np.zeros(8, np.complex64),
+        sample_rate_hz=rate,
+        center_freq_hz=fc,
+        start_sample=0,
+        seq=seq,
+        arrived_ns=0,
+    )
+    return Frame(image=image, t0_s=0.0, dt_s=0.2 / h, f0_hz=fc - rate / 2, df_hz=rate / w, chunk=chunk)
+
+
+def best_iou(dets, box) -> float:
+    if not dets:
+        return 0.0
+    got = np.array([(d.x0, d.y0, d.x1, d.y1) for d in dets])
+    return float(iou_matrix(got, np.array([box[:4]], float)).max())
+
+
+SIGNALS = [
+    (100, 100, 160, 400, 8.0),  # a burst
+    (500, 0, 503, 1024, 12.0),  # a narrow carrier, on for the whole frame
+    (700, 600, 900, 700, 4.0),  # weak and wide
+    (300, 800, 312, 830, 10.0),  # short and narrow
+    (40, 20, 240, 24, 10.0),  # a 4-row pulse, wideband
+]
+
+
+@pytest.fixture(scope="module")
+def detector() -> EnergyDetector:
+    det = EnergyDetector()
+    det.warmup((1024, 1024))
+    return det
+
+
+def test_finds_each_rectangle(detector):
+    frame = make_frame(noise_image(np.random.default_rng(1), signals=SIGNALS))
+    dets = detector.detect(frame)
+    for sig in SIGNALS:
+        assert best_iou(dets, sig) >= 0.5, (sig, [(d.x0, d.y0, d.x1, d.y1) for d in dets])
+    assert len(dets) == len(SIGNALS)
+    for d in dets:
+        assert d.label == "unknown" and d.detector == "energy" and 0 < d.score < 1
+    # Score follows SNR: the 12 dB carrier outscores the 4 dB block.
+    by_box = {(d.x0, d.y0): d.score for d in dets}
+    assert by_box[(500.0, 0.0)] > by_box[(700.0, 600.0)]
+
+
+def test_no_false_detections_on_noise(detector):
+    total = sum(
+        len(detector.detect(make_frame(noise_image(np.random.default_rng(100 + s))))) for s in range(20)
+    )
+    assert total <= 1
+
+
+def test_rolled_off_sloped_floor_and_dc_spike(detector):
+    w = 1024
+    f = np.linspace(-1, 1, w)
+    # 6 dB tilt across the band, 20 dB roll-off over the outer 8 % at each edge (RTL-SDR-like).
+    floor_db = 3.0 * f - 20.0 * np.clip((np.abs(f) - 0.84) / 0.16, 0, None) ** 2
+    dc = w // 2
+    total_false = 0
+    for seed in range(6):
+        rng = np.random.default_rng(200 + seed)
+        image = noise_image(rng, floor_db=floor_db, extra_columns={dc: 15.0})
+        total_false += len(detector.detect(make_frame(image)))
+    assert total_false <= 1
+    # An always-on carrier away from DC is a signal; the same line at DC is the receiver's spike.
+    image = noise_image(np.random.default_rng(7), floor_db=floor_db, extra_columns={dc: 15.0, 300: 15.0})
+    dets = detector.detect(make_frame(image))
+    assert [(d.x0, d.x1, d.y0, d.y1) for d in dets] == [(300.0, 301.0, 0.0, 1024.0)]
+    unguarded = EnergyDetector(options=EnergyOptions(dc_guard_px=0)).detect(make_frame(image))
+    assert sorted(d.x0 for d in unguarded) == [300.0, float(dc)]
+
+
+def test_signals_on_a_rolled_off_floor_are_found(detector):
+    f = np.linspace(-1, 1, 1024)
+    floor_db = 4.0 * f - 20.0 * np.clip((np.abs(f) - 0.84) / 0.16, 0, None) ** 2
+    sigs = [(40, 100, 70, 300, 10.0), (600, 500, 640, 900, 6.0)]  # the first sits on the roll-off
+    dets = detector.detect(make_frame(noise_image(np.random.default_rng(3), signals=sigs, floor_db=floor_db)))
+    for sig in sigs:
+        assert best_iou(dets, sig) >= 0.5
+    assert len(dets) == 2
+
+
+def test_otsu_mode():
+    det = EnergyDetector("otsu", EnergyOptions(method="otsu"))
+    strong = [(100, 100, 200, 400, 15.0), (600, 50, 604, 1000, 20.0)]
+    dets = det.detect(make_frame(noise_image(np.random.default_rng(11), signals=strong)))
+    assert all(best_iou(dets, s) >= 0.5 for s in strong) and len(dets) == 2
+    assert all(d.detector == "otsu" for d in dets)
+    total = sum(
+        len(det.detect(make_frame(noise_image(np.random.default_rng(300 + s), 512, 512)))) for s in range(5)
+    )
+    assert total == 0
+
+
+def test_limits_score_threshold_and_degenerate_images():
+    image = noise_image(np.random.default_rng(1), signals=SIGNALS)
+    assert len(EnergyDetector(options=EnergyOptions(max_detections=2)).detect(make_frame(image))) == 2
+    high = EnergyDetector(score_threshold=0.45).detect(make_frame(image))
+    assert high and all(d.score >= 0.45 for d in high) and len(high) < len(SIGNALS)
+    det = EnergyDetector()
+    for image in (
+        np.zeros((64, 64), np.float32),
+        np.ones((64, 64), np.float32),
+        np.zeros((1, 5), np.float32),
+    ):
+        assert det.detect(make_frame(image)) == []
+
+
+def test_from_config_and_option_errors_name_the_key():
+    cfg = DetectorConfig(
+        name="e1",
+        kind="energy",
+        priority=3,
+        score_threshold=0.2,
+        options={"seed_sigma": 6, "method": "otsu", "closing_f": 5},
+    )
+    det = EnergyDetector.from_config(cfg)
+    assert isinstance(det, Detector) and det.kind == "energy"
+    assert (det.name, det.priority, det.score_threshold) == ("e1", 3, 0.2)
+    assert det.options.seed_sigma == 6.0 and det.options.method == "otsu" and det.options.closing_f == 5
+    assert EnergyDetector.from_config(DetectorConfig()).score_threshold == 0.0
+    assert EnergyDetector.from_config(DetectorConfig(), dynamic_range_db=60).options.dynamic_range_db == 60.0
+    bad = {
+        "margin_db": r"config key 'detectors.e1.options.margin_db': unknown key",
+        "seed_sigma": r"'detectors.e1.options.seed_sigma': must be > 0",
+        "method": r"'detectors.e1.options.method': 'mean' is not one of floor, otsu",
+        "smooth_t": r"'detectors.e1.options.smooth_t': expected an integer",
+    }
+    values = {"margin_db": 3.0, "seed_sigma": -1.0, "method": "mean", "smooth_t": "three"}
+    for key, message in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            EnergyDetector.from_config(DetectorConfig(name="e1", options={key: values[key]}))
+    with pytest.raises(ConfigError, match=r"detectors\.energy\.options\.min_area_px"):
+        EnergyDetector(options=EnergyOptions(min_area_px=0))
+
+
+def _band_noise(rng, n, rate, f_lo, f_hi, power):
+    spec = np.fft.fft(rng.normal(size=n) + 1j * rng.normal(size=n))
+    freqs = np.fft.fftfreq(n, 1 / rate)
+    spec[(freqs < f_lo) | (freqs >= f_hi)] = 0
+    x = np.fft.ifft(spec)
+    return x * np.sqrt(power / np.mean(np.abs(x) ** 2))
+
+
+def test_real_spectrogram_frames():
+    """IQ -> the real Spectrogrammer -> detector; truth boxes in physical units."""
+    rate, fc, n = 1e6, 100e6, 200_000
+    rng = np.random.default_rng(5)
+    t = np.arange(n) / rate
+    iq = (rng.normal(size=n) + 1j * rng.normal(size=n)) / np.sqrt(2)
+    on = (t >= 0.05) & (t < 0.15)
+    iq += on * 0.1 * np.exp(2j * np.pi * 150e3 * t)  # a tone burst at fc + 150 kHz
+    burst = (t >= 0.02) & (t < 0.08)
+    iq += burst * _band_noise(rng, n, rate, -300e3, -100e3, 1.0)  # 200 kHz wide, ~4 dB over the floor
+    chunk = Chunk(
+        iq=iq.astype(np.complex64),
+        sample_rate_hz=rate,
+        center_freq_hz=fc,
+        start_sample=0,
+        seq=0,
+        arrived_ns=0,
+    )
+    spec = Spectrogrammer(SpectrogramConfig(backend="numpy", nfft=1024, hop=512, height=256, width=256))
+    frame = spec.process(chunk)
+    dets = EnergyDetector().detect(frame)
+    truth = np.array(
+        [
+            (fc + 150e3 - 1e3, 0.05, fc + 150e3 + 1e3, 0.15),
+            (fc - 300e3, 0.02, fc - 100e3, 0.08),
+        ]
+    )
+    got = np.array([(d.f_low_hz, d.t_start_s, d.f_high_hz, d.t_stop_s) for d in dets]).reshape(-1, 4)
+    iou = iou_matrix(got, truth)
+    assert len(dets) == 2, got
+    # The tone is narrower than a column, so judge it on time and on containing the frequency.
+    tone = dets[int(np.argmax(iou[:, 0] > 0))]
+    assert tone.f_low_hz <= fc + 150e3 <= tone.f_high_hz and tone.bandwidth_hz <= 3 * frame.df_hz
+    assert abs(tone.t_start_s - 0.05) < 0.005 and abs(tone.t_stop_s - 0.15) < 0.005
+    assert iou[:, 1].max() >= 0.7

@@ -1,0 +1,117 @@
+"""The tracker over a stream of 200 ms chunks."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from rfstream.config import TrackerConfig
+from rfstream.track import Tracker
+from rfstream.types import Chunk, Frame
+
+RATE, FC, CHUNK_S = 1e6, 100e6, 0.2
+
+
+def frame(seq: int, *, gap_samples: int = 0) -> Frame:
+    """Chunk ``seq`` of a stream (1024 x 1024 pixels, 200 ms, 1 MHz wide)."""
+    n = int(RATE * CHUNK_S)
+    chunk = Chunk(
+        iq=np.zeros(n, np.complex64),
+        sample_rate_hz=RATE,
+        center_freq_hz=FC,
+        start_sample=seq * n + gap_samples,
+        seq=seq,
+        arrived_ns=0,
+        gap_before_samples=gap_samples,
+    )
+    return Frame(
+        image=np.zeros((1024, 1024), np.float32),
+        t0_s=chunk.start_s,
+        dt_s=CHUNK_S / 1024,
+        f0_hz=FC - RATE / 2,
+        df_hz=RATE / 1024,
+        chunk=chunk,
+    )
+
+
+def det(fr: Frame, x0, x1, y0=0, y1=1024, *, label="unknown", score=0.5):
+    return fr.detection(x0, y0, x1, y1, score=score, label=label, detector="energy")
+
+
+def kinds(events):
+    return [(e.kind, e.track.track_id, e.track.state) for e in events]
+
+
+def test_continuing_signal_keeps_its_id_confirms_and_ends_after_the_gap():
+    tr = Tracker(TrackerConfig(max_gap_s=0.5, confirm_hits=2, smoothing=0.5))
+    f0 = frame(0)
+    assert kinds(tr.update(f0, [det(f0, 100, 120, 512, 1024)])) == [("start", 1, "tentative")]
+    f1 = frame(1)
+    events = tr.update(f1, [det(f1, 102, 122)])  # continues across the chunk boundary, drifting
+    assert kinds(events) == [("update", 1, "confirmed")]
+    track = events[0].track
+    assert track.hits == 2 and track.first_seen_s == f0.t0_s + 0.1 and track.last_seen_s == f1.t1_s
+    # Smoothed edges: halfway between the old edge and the new one.
+    assert abs(track.f_low_hz - (f0.f0_hz + 101 * f0.df_hz)) < 1e-6
+    f2 = frame(2)
+    assert kinds(tr.update(f2, [det(f2, 101, 121, 0, 300)])) == [("update", 1, "confirmed")]
+    assert [t.track_id for t in tr.tracks()] == [1]
+    # Last seen at 0.4586 s: at the end of chunk 3 (0.8 s) it is within max_gap_s ...
+    assert tr.update(frame(3), []) == []
+    # ... at the end of chunk 4 (1.0 s) past it, so it ends.
+    events = tr.update(frame(4), [])
+    assert kinds(events) == [("end", 1, "ended")] and events[0].chunk_seq == 4
+    assert tr.tracks() == []
+    f6 = frame(6)
+    assert kinds(tr.update(f6, [det(f6, 100, 120)])) == [("start", 2, "tentative")]  # a new id
+    assert kinds(tr.finish()) == [("end", 2, "ended")]
+    assert tr.finish() == []
+
+
+def test_simultaneous_signals_and_hopping_bursts_are_separate_tracks():
+    tr = Tracker(TrackerConfig(confirm_hits=3))
+    f0 = frame(0)
+    events = tr.update(f0, [det(f0, 600, 700), det(f0, 100, 110)])
+    assert kinds(events) == [("start", 1, "tentative"), ("start", 2, "tentative")]
+    assert events[0].track.f_low_hz < events[1].track.f_low_hz  # ids follow time, then frequency
+    # Hopping bursts: three hops, two of them back on 300-310 within the chunk.
+    f1 = frame(1)
+    hops = [det(f1, 300, 310, 0, 50), det(f1, 500, 510, 100, 150), det(f1, 300, 310, 200, 250)]
+    events = tr.update(f1, [det(f1, 600, 700), det(f1, 100, 110), *hops])
+    got = {e.track.track_id: (e.kind, e.track.hits) for e in events}
+    assert got == {1: ("update", 2), 2: ("update", 2), 3: ("start", 2), 4: ("start", 1)}
+
+
+def test_labels_must_agree_unless_unknown():
+    tr = Tracker(TrackerConfig(confirm_hits=2))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 100, 200, label="fm"), det(f0, 400, 500, label="unknown")])
+    f1 = frame(1)
+    events = tr.update(
+        f1,
+        [det(f1, 100, 200, label="psk"), det(f1, 400, 500, label="ofdm"), det(f1, 100, 200, label="unknown")],
+    )
+    by_id = {e.track.track_id: e for e in events}
+    assert by_id[1].kind == "update" and by_id[1].track.label == "fm"  # the unknown one joined fm
+    assert by_id[2].kind == "update" and by_id[2].track.label == "ofdm"  # unknown track takes a label
+    assert by_id[3].kind == "start" and by_id[3].track.label == "psk"
+
+
+def test_stream_gap_ends_tracks_by_time():
+    tr = Tracker(TrackerConfig(max_gap_s=0.5))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 100, 200)])
+    later = frame(1, gap_samples=int(RATE))  # a second of samples lost
+    events = tr.update(later, [det(later, 100, 200)])
+    assert kinds(events) == [("end", 1, "ended"), ("start", 2, "tentative")]
+
+
+def test_confirm_hits_one_and_tolerance():
+    tr = Tracker(TrackerConfig(confirm_hits=1, freq_tolerance_hz=5e3))
+    f0 = frame(0)
+    assert kinds(tr.update(f0, [det(f0, 100, 101)])) == [("start", 1, "confirmed")]
+    f1 = frame(1)
+    # 3 columns (~2.9 kHz) away: joins only because of the 5 kHz tolerance.
+    assert kinds(tr.update(f1, [det(f1, 104, 105)])) == [("update", 1, "confirmed")]
+    strict = Tracker(TrackerConfig(confirm_hits=1))
+    strict.update(f0, [det(f0, 100, 101)])
+    assert [e.kind for e in strict.update(f1, [det(f1, 104, 105)])] == ["start"]
