@@ -9,7 +9,8 @@
     │   └── DeviceError           an SDR that cannot be opened or configured
     └── RecoverableError          becomes a counter and a log line; the stream goes on
         ├── OverflowGap           samples lost before a chunk (SDR overflow, file gap)
-        └── DeviceLost            the SDR went away; the source reopens it with backoff
+        ├── DeviceLost            the SDR went away; the source reopens it with backoff
+        └── InferenceFailed       one detector failed on one frame; the others go on
 
 Third-party errors (sigmf, ONNX Runtime, TensorRT, SoapySDR, ZeroMQ) are
 translated at the boundary with ``raise ... from exc``; the CLI turns any
@@ -61,3 +62,7 @@ class OverflowGap(RecoverableError):
 
 class DeviceLost(RecoverableError):
     """The SDR stopped answering; it will be reopened."""
+
+
+class InferenceFailed(RecoverableError):
+    """A detector's runtime (ONNX Runtime, TensorRT) failed on one frame."""

@@ -93,6 +93,9 @@ class Frame:
     f0_hz: float  # lower edge of column 0, absolute Hz
     df_hz: float  # Hz per column
     chunk: Chunk
+    # GPU only: a CUDA event recorded when ``image`` is complete on the spectrogram's stream;
+    # detectors on other streams wait on it instead of synchronising the host.
+    ready_event: Any = field(default=None, compare=False, repr=False)
 
     @property
     def height(self) -> int:

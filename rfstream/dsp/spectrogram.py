@@ -23,6 +23,7 @@ frame's median (the noise floor, for frames that are mostly noise) and 1 is
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -81,6 +82,15 @@ class Spectrogrammer:
         self._pair_sum = xp.full(2 * max(k, 1), self._scale, dtype=xp.float32)
         self._freq_matrix = None if self._bin_k else self._sparse(resample_matrix(cfg.nfft, cfg.width).T)
         self._time_matrices: dict[int, Any] = {}  # n_slices -> (height x n_slices) matrix
+        if self.backend.name == "cupy":
+            from rfstream.dsp.gpu import log_normalise
+
+            # One fused kernel for max/log10/scale/clip on the GPU; same arithmetic as below.
+            self._normalise = functools.partial(
+                log_normalise, dynamic_range_db=cfg.dynamic_range_db, floor_offset_db=cfg.floor_offset_db
+            )
+        else:
+            self._normalise = self._normalise_in_place
         self._buf = xp.zeros(0, dtype=xp.complex64)  # carried samples + the new chunk
         self._frames = xp.zeros((0, self.nfft), dtype=xp.complex64)
         self.reset()
@@ -135,6 +145,18 @@ class Spectrogrammer:
         self._expect = (chunk.start_sample + iq.shape[0], chunk.sample_rate_hz, chunk.center_freq_hz)
         return spec, start
 
+    def _normalise_in_place(self, image: Any) -> Any:
+        """Power -> dB -> [0, 1] relative to the frame's noise floor, in place."""
+        xp = self.xp
+        xp.maximum(image, np.float32(_TINY), out=image)
+        xp.log10(image, out=image)
+        # Median of a strided sample: the noise floor for frames that are mostly noise.
+        floor = xp.median(image[::3, ::3])
+        image *= self._log_scale
+        image -= floor * self._log_scale - self._log_offset
+        xp.clip(image, 0.0, 1.0, out=image)
+        return image
+
     def power(self, chunk: Chunk) -> tuple[Any, int]:
         """Full-resolution STFT power, fft-shifted (ascending frequency), before any resizing.
 
@@ -163,13 +185,7 @@ class Spectrogrammer:
         image = xp.ascontiguousarray(time_matrix @ binned, dtype=xp.float32)
         if self._bin_k:
             image = xp.roll(image, cfg.width // 2, axis=1)  # fftshift at the reduced width
-        xp.maximum(image, np.float32(_TINY), out=image)
-        xp.log10(image, out=image)
-        # Median of a strided sample: the noise floor for frames that are mostly noise.
-        floor = xp.median(image[::3, ::3])
-        image *= self._log_scale
-        image -= floor * self._log_scale - self._log_offset
-        xp.clip(image, 0.0, 1.0, out=image)
+        image = self._normalise(image)
         rate = chunk.sample_rate_hz
         return Frame(
             image=image,
@@ -179,3 +195,12 @@ class Spectrogrammer:
             df_hz=rate / cfg.width,
             chunk=chunk,
         )
+
+
+def make_spectrogrammer(cfg: SpectrogramConfig, backend: Backend) -> Any:
+    """The spectrogram stage for ``backend``: on CuPy, wrapped with pinned staging and its own stream."""
+    if backend.name == "cupy":
+        from rfstream.dsp.gpu import GpuSpectrogrammer
+
+        return GpuSpectrogrammer(cfg, backend)
+    return Spectrogrammer(cfg, backend)

@@ -1,0 +1,277 @@
+"""ONNX Runtime backend: the full-frame detector, and the session wrapper the two-stage detector shares.
+
+A session is built once per detector: graph optimisation ALL, a configurable
+number of intra-op threads, CPU by default, and the CUDA / TensorRT execution
+providers when ``providers = "auto"`` and this onnxruntime build has them. The
+graph's inputs and outputs are checked against the model's metadata at load,
+so a wrong model is a one-line ModelError at start, not a shape error on the
+first chunk. Run-time failures become :class:`InferenceFailed` (counted by the
+fan-out, the stream goes on).
+
+ONNX Runtime releases the GIL inside ``run``, so several sessions in the
+fan-out's thread pool really do run at once. Its intra-op threads do not spin
+while idle here (``allow_spinning = 0``): on a small CPU shared by several
+sessions, spinning workers steal the cores the other detectors need.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rfstream.detect.base import at_least, in_range
+from rfstream.detect.decode import decode_frame_detector
+from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
+from rfstream.errors import ConfigError, ModelError
+from rfstream.types import Detection, Frame
+
+__all__ = ["OnnxFrameDetector", "OnnxOptions", "OrtModel", "select_providers"]
+
+_PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+}
+# What each task's graph must look like: input name, output names.
+_IO = {
+    "frame_detector": ("image", ("objectness", "class_probs")),
+    "crop_classifier": ("crops", ("probs",)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxOptions:
+    """Settings of ``kind = "onnx"`` detectors (table ``options``)."""
+
+    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"  # auto: TensorRT > CUDA > CPU, as present
+    threads: int = field(default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default"))
+    mask_threshold: float = field(
+        default=-1.0, metadata=in_range(-1.0, 1.0, "objectness cut for decoding; < 0 = the model's")
+    )
+
+
+def select_providers(providers: str | Sequence[str] = "auto") -> list[str]:
+    """ONNX Runtime execution providers, best first, always ending with the CPU.
+
+    ``auto``: TensorRT and CUDA where this onnxruntime build has them. A named provider that
+    is not available is a ConfigError (asking for a GPU and silently getting the CPU hides
+    a broken install).
+    """
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if isinstance(providers, str):
+        if providers == "auto":
+            wanted = [_PROVIDERS["tensorrt"], _PROVIDERS["cuda"]]
+            return [p for p in wanted if p in available] + [_PROVIDERS["cpu"]]
+        if providers not in _PROVIDERS:
+            raise ConfigError(
+                f"ONNX Runtime provider {providers!r} is not one of auto, {', '.join(_PROVIDERS)}"
+            )
+        providers = [_PROVIDERS[providers]]
+    out = []
+    for p in providers:
+        if p not in available:
+            raise ConfigError(
+                f"ONNX Runtime execution provider {p} is not available in this install "
+                f"(have: {', '.join(available)})"
+            )
+        out.append(p)
+    return out if _PROVIDERS["cpu"] in out else [*out, _PROVIDERS["cpu"]]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:240] or type(exc).__name__
+
+
+def _dim(value: Any) -> int | None:
+    """A static dimension as int; symbolic or unknown dimensions as None."""
+    return value if isinstance(value, int) and value > 0 else None
+
+
+class OrtModel:
+    """One ONNX Runtime session on an rfstream model, its I/O checked against the metadata."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: ModelMetadata | None = None,
+        *,
+        providers: str | Sequence[str] = "auto",
+        threads: int = 0,
+    ) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        self.meta = meta = meta or read_metadata(self.path)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3  # ORT's own warnings (unused initialisers...) are not ours to show
+        self.providers = select_providers(providers)
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+        except Exception as exc:  # ORT raises untyped pybind errors (Fail, InvalidGraph, NoSuchFile...)
+            raise ModelError(f"model {self.path} cannot be loaded by ONNX Runtime: {_one_line(exc)}") from exc
+        self._check_io()
+
+    def _check_io(self) -> None:
+        meta, src = self.meta, self.path
+        input_name, output_names = _IO[meta.task]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1 or inputs[0].name != input_name:
+            got = ", ".join(f"{i.name}{list(i.shape)}" for i in inputs)
+            raise ModelError(f"model {src}: a {meta.task} has one input '{input_name}', this graph has {got}")
+        shape = list(inputs[0].shape)
+        h, w = meta.input_size
+        want = [None, 1, h, w]
+        if len(shape) != 4 or any(
+            _dim(s) is not None and _dim(s) != t for s, t in zip(shape[1:], want[1:], strict=True)
+        ):
+            raise ModelError(
+                f"model {src}: input '{input_name}' has shape {shape}, expected [N, 1, {h}, {w}] "
+                f"(rfstream.input_size)"
+            )
+        if "float" not in inputs[0].type or "16" in inputs[0].type:
+            raise ModelError(f"model {src}: input '{input_name}' is {inputs[0].type}, expected tensor(float)")
+        self.input_name = input_name
+        self.max_batch = _dim(shape[0])  # None: dynamic batch
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        missing = [n for n in output_names if n not in outputs]
+        if missing:
+            raise ModelError(
+                f"model {src}: a {meta.task} has outputs {', '.join(output_names)}; "
+                f"this graph has {', '.join(outputs) or 'none'}"
+            )
+        self.output_names = list(output_names)
+        classes = outputs[output_names[-1]].shape[1] if len(outputs[output_names[-1]].shape) > 1 else None
+        if _dim(classes) is not None and classes != len(meta.labels):
+            raise ModelError(
+                f"model {src}: output '{output_names[-1]}' has {classes} classes but "
+                f"rfstream.labels names {len(meta.labels)}"
+            )
+
+    def describe_inputs(self) -> list[dict[str, Any]]:
+        return [{"name": i.name, "shape": list(i.shape), "type": i.type} for i in self.session.get_inputs()]
+
+    def describe_outputs(self) -> list[dict[str, Any]]:
+        return [{"name": o.name, "shape": list(o.shape), "type": o.type} for o in self.session.get_outputs()]
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """Outputs (in ``output_names`` order) for one input batch; InferenceFailed on an ORT error."""
+        try:
+            if self.max_batch is None or batch.shape[0] <= self.max_batch:
+                return self.session.run(self.output_names, {self.input_name: batch})
+            # A graph exported with a fixed batch: feed it slices and stitch the outputs.
+            parts = [
+                self.session.run(self.output_names, {self.input_name: batch[i : i + self.max_batch]})
+                for i in range(0, batch.shape[0], self.max_batch)
+            ]
+            return [np.concatenate(out, axis=0) for out in zip(*parts, strict=True)]
+        except Exception as exc:  # ORT run errors are untyped pybind exceptions
+            raise InferenceFailed(
+                f"model {self.path.name}: ONNX Runtime run failed: {_one_line(exc)}"
+            ) from exc
+
+
+class OnnxFrameDetector:
+    """The learned full-frame detector on ONNX Runtime: frame -> heatmaps -> decoded Detections."""
+
+    kind = "onnx"
+
+    def __init__(
+        self,
+        name: str,
+        model_path: str | os.PathLike[str],
+        *,
+        meta: ModelMetadata | None = None,
+        score_threshold: float | None = None,
+        labels_kept: Sequence[str] = (),
+        priority: int = 0,
+        providers: str | Sequence[str] = "auto",
+        threads: int = 0,
+        decoder_overrides: dict[str, Any] | None = None,
+    ) -> None:
+        meta = meta or read_metadata(model_path)
+        if meta.task != "frame_detector":
+            raise ModelError(
+                f"detector {name!r}: model {model_path} is a {meta.task}; kind 'onnx' needs a "
+                f"frame_detector (a crop classifier belongs to kind 'two_stage')"
+            )
+        self.name = name
+        self.priority = priority
+        self.meta = meta
+        self.model = OrtModel(model_path, meta, providers=providers, threads=threads)
+        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
+        self.labels_kept = frozenset(labels_kept)
+        params = {k: v for k, v in meta.decoder.items() if k != "stride"}
+        params.update(decoder_overrides or {})
+        self._decode_params = params
+        self._stride = int(meta.decoder["stride"])
+        h, w = meta.input_size
+        self._input = np.zeros((1, 1, h, w), dtype=np.float32)  # staging for device or odd-typed frames
+
+    def _batch(self, image: Any) -> np.ndarray:
+        h, w = self.meta.input_size
+        if tuple(image.shape) != (h, w):
+            raise InferenceFailed(
+                f"detector {self.name!r}: frame is {image.shape[0]}x{image.shape[1]}, the model takes {h}x{w}"
+            )
+        if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.flags.c_contiguous:
+            return image.reshape(1, 1, h, w)  # a view: no copy on the CPU path
+        if hasattr(image, "get"):  # CuPy: device -> the preallocated host buffer
+            image.get(out=self._input[0, 0])
+        else:
+            np.copyto(self._input[0, 0], image, casting="same_kind")
+        return self._input
+
+    def warmup(self, frame_shape: tuple[int, int]) -> None:
+        """Run one dummy frame so the first real chunk does not pay for ORT's lazy set-up."""
+        if tuple(frame_shape) != tuple(self.meta.input_size):
+            h, w = self.meta.input_size
+            raise ModelError(
+                f"detector {self.name!r}: model {self.model.path} takes {h}x{w} frames, "
+                f"the spectrogram makes {frame_shape[0]}x{frame_shape[1]}"
+            )
+        self._input.fill(0.1)
+        try:
+            objectness, class_probs = self.model.run(self._input)
+        except InferenceFailed as exc:
+            raise ModelError(f"detector {self.name!r}: warm-up failed: {exc}") from exc
+        if objectness.ndim != 4 or class_probs.ndim != 4 or objectness.shape[1] != 1:
+            raise ModelError(
+                f"detector {self.name!r}: model outputs objectness {list(objectness.shape)}, "
+                f"class_probs {list(class_probs.shape)}; expected [N, 1, h, w] and [N, C, h, w]"
+            )
+        if class_probs.shape[1] != len(self.meta.labels) or class_probs.shape[2:] != objectness.shape[2:]:
+            raise ModelError(
+                f"detector {self.name!r}: class_probs {list(class_probs.shape)} does not fit objectness "
+                f"{list(objectness.shape)} and {len(self.meta.labels)} labels"
+            )
+
+    def detect(self, frame: Frame) -> list[Detection]:
+        objectness, class_probs = self.model.run(self._batch(frame.image))
+        found = decode_frame_detector(
+            objectness[0],
+            class_probs[0],
+            frame,
+            labels=self.meta.labels,
+            stride=self._stride,
+            score_threshold=self.score_threshold,
+            detector_name=self.name,
+            **self._decode_params,
+        )
+        if self.labels_kept:
+            found = [d for d in found if d.label in self.labels_kept]
+        return found
+
+    def close(self) -> None:
+        pass  # the session goes with the object; nothing device-side to release

@@ -1,0 +1,169 @@
+"""Build the configured detectors: ``[[detectors]]`` records -> ready, warmed-up Detector values.
+
+Kinds:
+
+- ``energy``    -> :class:`rfstream.detect.energy.EnergyDetector` (no model).
+- ``two_stage`` -> energy proposals (settings in ``options.energy``) + a crop
+  classifier (``model``; ``.engine`` -> ``.onnx``).
+- ``onnx`` / ``tensorrt`` / ``torch`` -> the full-frame detector. The model name
+  resolves ``.engine`` -> ``.onnx`` -> ``.pt`` (see rfstream.detect.models) and the
+  backend follows the file found: a TensorRT engine built for this GPU, else ONNX
+  Runtime (with the CUDA/TensorRT execution providers where present), else
+  TorchScript. ``kind`` says which one you expect; getting another is logged.
+
+Every model's metadata is checked against the running spectrogram settings and
+the kept labels, and every detector is warmed up, before the first chunk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from rfstream.config import DetectorConfig, SpectrogramConfig
+from rfstream.detect.base import Detector, parse_options
+from rfstream.detect.models import check_compatible, default_search_dirs, read_metadata, resolve_model
+from rfstream.errors import ConfigError, ModelError
+
+__all__ = ["build_detector", "build_detectors"]
+
+log = structlog.get_logger(__name__)
+
+_FILE_KIND = {"engine": "tensorrt", "onnx": "onnx", "pt": "torch"}
+
+
+def _threshold(cfg: DetectorConfig) -> float | None:
+    return cfg.score_threshold if cfg.score_threshold >= 0 else None
+
+
+def _resolve(cfg: DetectorConfig, dirs: list[Path], suffixes: Sequence[str]) -> Any:
+    if not cfg.model:
+        raise ConfigError(f"config key 'detectors.{cfg.name}.model': kind '{cfg.kind}' needs a model")
+    try:
+        return resolve_model(cfg.model, search_dirs=dirs, suffixes=suffixes)
+    except ModelError as exc:
+        raise ModelError(f"detector {cfg.name!r}: {exc}") from exc
+
+
+def _energy(cfg: DetectorConfig, xp: Any, options: Any = None) -> Any:
+    from rfstream.detect.energy import EnergyDetector
+
+    if options is None:
+        return EnergyDetector.from_config(cfg, xp=xp)
+    from rfstream.detect.energy import EnergyOptions
+
+    parsed = parse_options(EnergyOptions, options, f"detectors.{cfg.name}.options.energy")
+    return EnergyDetector(f"{cfg.name}.energy", parsed, priority=cfg.priority, score_threshold=0.0, xp=xp)
+
+
+def build_detector(
+    cfg: DetectorConfig,
+    spectrogram_cfg: SpectrogramConfig,
+    *,
+    backend: Any,
+    search_dirs: list[Path],
+) -> Detector:
+    """One detector from its record (not warmed up)."""
+    xp = backend.xp if backend is not None else __import__("numpy")
+    where = f"detectors.{cfg.name}.options"
+    if cfg.kind == "energy":
+        return _energy(cfg, xp)
+    if cfg.kind == "two_stage":
+        from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
+
+        options = dict(cfg.options)
+        energy_options = options.pop("energy", {})
+        parsed = parse_options(TwoStageOptions, options, where)
+        resolved = _resolve(cfg, search_dirs, (".engine", ".onnx"))
+        meta = read_metadata(resolved.path)
+        check_compatible(meta, spectrogram_cfg, labels_kept=cfg.labels)
+        return TwoStageDetector(
+            cfg.name,
+            _energy(cfg, xp, energy_options),
+            resolved.path,
+            meta=meta,
+            options=parsed,
+            score_threshold=_threshold(cfg),
+            labels_kept=cfg.labels,
+            priority=cfg.priority,
+        )
+    if cfg.kind in ("onnx", "tensorrt", "torch"):
+        from rfstream.detect.onnx import OnnxOptions
+
+        parsed = parse_options(OnnxOptions, cfg.options, where)
+        resolved = _resolve(cfg, search_dirs, (".engine", ".onnx", ".pt"))
+        meta = read_metadata(resolved.path)
+        check_compatible(
+            meta, spectrogram_cfg, (spectrogram_cfg.height, spectrogram_cfg.width), labels_kept=cfg.labels
+        )
+        runs_on = _FILE_KIND[resolved.kind]
+        if runs_on != cfg.kind:
+            log.info(
+                "detector backend follows the model file",
+                detector=cfg.name,
+                kind=cfg.kind,
+                runs_on=runs_on,
+                model=str(resolved.path),
+            )
+        overrides = {"mask_threshold": parsed.mask_threshold} if parsed.mask_threshold >= 0 else {}
+        common: dict[str, Any] = {
+            "meta": meta,
+            "score_threshold": _threshold(cfg),
+            "labels_kept": cfg.labels,
+            "priority": cfg.priority,
+            "decoder_overrides": overrides,
+        }
+        if resolved.kind == "engine":
+            from rfstream.detect.tensorrt import TensorRTFrameDetector
+
+            return TensorRTFrameDetector(cfg.name, resolved.path, **common)
+        if resolved.kind == "pt":
+            from rfstream.detect.torch_backend import TorchFrameDetector
+
+            return TorchFrameDetector(cfg.name, resolved.path, threads=parsed.threads, **common)
+        from rfstream.detect.onnx import OnnxFrameDetector
+
+        return OnnxFrameDetector(
+            cfg.name, resolved.path, providers=parsed.providers, threads=parsed.threads, **common
+        )
+    raise ConfigError(f"config key 'detectors.{cfg.name}.kind': unknown kind {cfg.kind!r}")
+
+
+def build_detectors(
+    cfgs: Sequence[DetectorConfig],
+    spectrogram_cfg: SpectrogramConfig,
+    *,
+    backend: Any = None,
+    config_dir: str | os.PathLike[str] | None = None,
+    warmup: bool = True,
+) -> list[Detector]:
+    """Every enabled detector, models resolved and checked, warmed up for the spectrogram's frame size.
+
+    A model that is missing, corrupt or mismatched raises ModelError naming the detector.
+    """
+    dirs = default_search_dirs(config_dir)
+    shape = (spectrogram_cfg.height, spectrogram_cfg.width)
+    built: list[Detector] = []
+    try:
+        for cfg in cfgs:
+            if not cfg.enabled:
+                continue
+            try:
+                detector = build_detector(cfg, spectrogram_cfg, backend=backend, search_dirs=dirs)
+                built.append(detector)
+                if warmup:
+                    detector.warmup(shape)
+            except ModelError as exc:
+                message = str(exc)
+                if f"detector {cfg.name!r}" not in message:
+                    message = f"detector {cfg.name!r}: {message}"
+                raise ModelError(message) from exc
+    except Exception:
+        for detector in built:  # release what was already set up (sessions, CUDA streams)
+            detector.close()
+        raise
+    return built

@@ -1,0 +1,171 @@
+"""The two-stage detector: energy proposals, then a crop classifier names each one.
+
+1. The energy detector (``propose``) finds boxes and an energy score per box
+   (mean SNR mapped onto [0, 1]).
+2. :func:`rfstream.detect.crops.extract_crops` pads and letterboxes every box to
+   64×64, exactly as in training; all crops of the frame go through the
+   classifier in **one** batched call (ONNX Runtime, or a TensorRT engine).
+3. Labelling (the classifier's ``unknown`` class is its *background*: noise,
+   fragments, DC spikes — see rfstream/train/dataset.py):
+
+   - label = argmax of the class probabilities;
+   - a proposal whose argmax is ``unknown`` is dropped — the classifier says it
+     is not a signal (``keep_unknown = true`` keeps it, labelled ``unknown``,
+     scored by its energy alone × ``p(unknown)``, for a detector that must
+     never lose an energy hit);
+   - score = ``energy^(1-w) · p^w`` with ``w = class_weight`` (0.5: the geometric
+     mean): a confident label on a weak signal and a strong signal with a
+     hesitant label both land mid-range, and either at 0 gives 0;
+   - detections below ``score_threshold`` (the model's default unless the
+     config sets one) are dropped, then ``labels`` (kept labels) filters.
+
+The energy detector keeps its own settings (``options.energy`` table); its
+threshold is left at 0 so the classifier, not the energy score, decides.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rfstream.detect.base import at_least, in_range
+from rfstream.detect.crops import extract_crops
+from rfstream.detect.energy import EnergyDetector
+from rfstream.detect.models import ModelMetadata, read_metadata
+from rfstream.errors import ModelError
+from rfstream.types import Detection, Frame
+
+__all__ = ["TwoStageDetector", "TwoStageOptions", "combine_scores"]
+
+
+@dataclass(frozen=True, slots=True)
+class TwoStageOptions:
+    """Settings of ``kind = "two_stage"`` (table ``options``; the energy stage's own in ``options.energy``)."""
+
+    providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
+    threads: int = field(default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default"))
+    class_weight: float = field(
+        default=0.5, metadata=in_range(0.0, 1.0, "weight of the class probability in the score")
+    )
+    keep_unknown: bool = False  # keep proposals the classifier calls background, labelled "unknown"
+    max_proposals: int = field(default=64, metadata=at_least(1, "most crops classified per frame"))
+    pad_frac: float = field(default=0.15, metadata=in_range(0.0, 2.0, "crop padding, fraction of the box"))
+
+
+def combine_scores(energy: np.ndarray, prob: np.ndarray, class_weight: float) -> np.ndarray:
+    """``energy^(1-w) · prob^w`` elementwise, in [0, 1]."""
+    e = np.clip(np.asarray(energy, dtype=np.float64), 0.0, 1.0)
+    p = np.clip(np.asarray(prob, dtype=np.float64), 0.0, 1.0)
+    return e ** (1.0 - class_weight) * p**class_weight
+
+
+def load_classifier(
+    path: str | os.PathLike[str], meta: ModelMetadata, *, providers: Any = "auto", threads: int = 0
+) -> Any:
+    """A runner with ``run(batch[N,1,S,S]) -> [probs[N,C]]`` for an .onnx file or a TensorRT .engine."""
+    if Path(path).suffix == ".engine":
+        from rfstream.detect.tensorrt import TensorRTModel
+
+        return TensorRTModel(path, meta)
+    from rfstream.detect.onnx import OrtModel
+
+    return OrtModel(path, meta, providers=providers, threads=threads)
+
+
+class TwoStageDetector:
+    """Energy proposals -> letterboxed crops -> one batched classifier call -> labelled Detections."""
+
+    kind = "two_stage"
+
+    def __init__(
+        self,
+        name: str,
+        energy: EnergyDetector,
+        classifier_path: str | os.PathLike[str],
+        *,
+        meta: ModelMetadata | None = None,
+        options: TwoStageOptions = TwoStageOptions(),
+        score_threshold: float | None = None,
+        labels_kept: Sequence[str] = (),
+        priority: int = 0,
+    ) -> None:
+        meta = meta or read_metadata(classifier_path)
+        if meta.task != "crop_classifier":
+            raise ModelError(
+                f"detector {name!r}: model {classifier_path} is a {meta.task}; kind 'two_stage' "
+                f"needs a crop_classifier"
+            )
+        if meta.input_size[0] != meta.input_size[1]:
+            raise ModelError(
+                f"detector {name!r}: model {classifier_path} crops must be square, got {meta.input_size}"
+            )
+        self.name = name
+        self.priority = priority
+        self.energy = energy
+        self.meta = meta
+        self.options = options
+        self.classifier = load_classifier(
+            classifier_path, meta, providers=options.providers, threads=options.threads
+        )
+        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
+        self.labels_kept = frozenset(labels_kept)
+        self._size = meta.input_size[0]
+        self._labels = np.array(meta.labels, dtype=object)
+        self._unknown = meta.labels.index("unknown") if "unknown" in meta.labels else -1
+
+    def warmup(self, frame_shape: tuple[int, int]) -> None:
+        """Warm the energy stage and run the classifier once on a small batch (checks its output)."""
+        self.energy.warmup(frame_shape)
+        crops = np.full((2, 1, self._size, self._size), 0.12, dtype=np.float32)
+        try:
+            (probs,) = self.classifier.run(crops)
+        except Exception as exc:  # InferenceFailed, or an engine refusing the batch size
+            raise ModelError(f"detector {self.name!r}: warm-up failed: {exc}") from exc
+        if probs.shape != (2, len(self.meta.labels)):
+            raise ModelError(
+                f"detector {self.name!r}: classifier output is {list(probs.shape)}, expected "
+                f"[N, {len(self.meta.labels)}] (one probability per label)"
+            )
+
+    def classify(self, image: Any, boxes: np.ndarray) -> np.ndarray:
+        """Class probabilities ``[N, C]`` of the boxes of one host image (one batched call)."""
+        crops = extract_crops(image, boxes, size=self._size, pad_frac=self.options.pad_frac)
+        (probs,) = self.classifier.run(crops)
+        return np.asarray(probs, dtype=np.float32)
+
+    def detect(self, frame: Frame) -> list[Detection]:
+        image = frame.image.get() if hasattr(frame.image, "get") else np.asarray(frame.image)
+        dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
+        boxes, energy = self.energy.propose(image, dc_column)
+        if len(boxes) == 0:
+            return []
+        boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
+        probs = self.classify(image, boxes)
+        best = probs.argmax(axis=1)
+        prob = probs[np.arange(len(best)), best]
+        scores = combine_scores(energy, prob, self.options.class_weight)
+        keep = scores >= self.score_threshold
+        if self._unknown >= 0 and not self.options.keep_unknown:
+            keep &= best != self._unknown
+        labels = self._labels[best]
+        out = []
+        for i in np.flatnonzero(keep):
+            label = str(labels[i])
+            if self.labels_kept and label not in self.labels_kept:
+                continue
+            x0, y0, x1, y1 = boxes[i].tolist()
+            out.append(
+                frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
+            )
+        return out
+
+    def close(self) -> None:
+        self.energy.close()
+        close = getattr(self.classifier, "close", None)
+        if close is not None:
+            close()
