@@ -72,7 +72,8 @@ class Spectrogrammer:
         # Scale so white noise of power p per sample reads p per bin (a PSD-like floor).
         self._scale = np.float32(1.0 / np.sum(window.astype(np.float64) ** 2))
         self.window = xp.asarray(window.astype(np.float32))
-        self._log_scale = np.float32(10.0 / cfg.dynamic_range_db)
+        # Natural log (several times faster than log10 in NumPy) with 10/ln(10) folded in.
+        self._ln_scale = np.float32(10.0 / np.log(10.0) / cfg.dynamic_range_db)
         self._log_offset = np.float32(cfg.floor_offset_db / cfg.dynamic_range_db)
         # Frequency reduction: k adjacent bins per column by a mat-vec on the squared
         # re/im pairs (one pass, no temporaries) where nfft = k * width and the halves
@@ -91,7 +92,8 @@ class Spectrogrammer:
             )
         else:
             self._normalise = self._normalise_in_place
-        self._buf = xp.zeros(0, dtype=xp.complex64)  # carried samples + the new chunk
+        self._carry_buf = xp.zeros(self.nfft, dtype=xp.complex64)  # samples carried to the next chunk
+        self._head = xp.zeros(3 * self.nfft, dtype=xp.complex64)  # carried + first samples of a chunk
         self._frames = xp.zeros((0, self.nfft), dtype=xp.complex64)
         self.reset()
 
@@ -100,60 +102,75 @@ class Spectrogrammer:
 
     def reset(self) -> None:
         """Forget the carried samples (a new stream, or a discontinuity)."""
-        self._carry = 0  # samples at the start of _buf carried from the last chunk
-        self._carry_start = 0  # absolute index of _buf[0]
+        self._carry = 0  # samples carried from the last chunk (the head of the next slice)
+        self._carry_start = 0  # absolute index of the first carried sample
         self._expect: tuple[int, float, float] | None = None  # (next start_sample, rate, fc)
 
     # --- stages ---------------------------------------------------------------------------
     def _stft(self, chunk: Chunk) -> tuple[Any, int]:
-        """Complex STFT (unshifted bins) of the slices this chunk completes; advances the stream."""
-        xp = self.xp
+        """Complex STFT (unshifted bins) of the slices this chunk completes; advances the stream.
+
+        Slices that lie wholly in the chunk are read straight from it (a strided view, no
+        copy); only the few that straddle the boundary with the carried samples are stitched.
+        """
+        xp, nfft, hop = self.xp, self.nfft, self.hop
         iq = self.backend.to_device(chunk.iq)
         key = (chunk.start_sample, chunk.sample_rate_hz, chunk.center_freq_hz)
         if self._expect is None or chunk.gap_before_samples or key != self._expect:
             self._carry, self._carry_start = 0, chunk.start_sample
-        n_total = self._carry + iq.shape[0]
-        if self._buf.shape[0] < max(n_total, self.nfft):
-            grown = xp.zeros(max(n_total, self.nfft), dtype=xp.complex64)
-            grown[: self._carry] = self._buf[: self._carry]
-            self._buf = grown
-        self._buf[self._carry : n_total] = iq
-        start = self._carry_start
-        if n_total < self.nfft:
-            # Shorter than one slice in all (a tiny recording): zero-pad to one slice.
-            self._buf[n_total : self.nfft] = 0
-            n_slices, used = 1, n_total
+        c, n_new = self._carry, int(iq.shape[0])
+        n_total, start = c + n_new, self._carry_start
+        if n_new < nfft:
+            # A short chunk (a tiny recording's only one, or a stream's last): stitch it whole,
+            # zero-padding to one slice when even that is short.
+            stream = xp.zeros(max(n_total, nfft), dtype=xp.complex64)
+            stream[:c] = self._carry_buf[:c]
+            stream[c:n_total] = iq
+            n_slices = max(1, (n_total - nfft) // hop + 1) if n_total >= nfft else 1
+            parts = [(stream, 0, n_slices)]
         else:
-            n_slices = (n_total - self.nfft) // self.hop + 1
-            used = n_slices * self.hop
+            n_slices = (n_total - nfft) // hop + 1
+            k_head = min(n_slices, -(-c // hop))  # slices that start inside the carried samples
+            parts = []
+            if k_head:
+                need = (k_head - 1) * hop + nfft  # samples those slices span
+                head = self._head[:need]
+                head[:c] = self._carry_buf[:c]
+                head[c:need] = iq[: need - c]
+                parts.append((head, 0, k_head))
+            parts.append((iq, k_head * hop - c, n_slices - k_head))
         if self._frames.shape[0] < n_slices:
-            self._frames = xp.empty((n_slices, self.nfft), dtype=xp.complex64)
-        item = self._buf.itemsize
-        view = self.backend.as_strided(
-            self._buf, shape=(n_slices, self.nfft), strides=(self.hop * item, item)
-        )
+            self._frames = xp.empty((n_slices, nfft), dtype=xp.complex64)
         frames = self._frames[:n_slices]
-        xp.multiply(view, self.window, out=frames)
+        row = 0
+        for source, offset, count in parts:
+            if count <= 0:
+                continue
+            item = source.itemsize
+            view = self.backend.as_strided(source[offset:], shape=(count, nfft), strides=(hop * item, item))
+            xp.multiply(view, self.window, out=frames[row : row + count])
+            row += count
         spec = self.backend.fft(frames)
         if self.cfg.remove_dc:
             spec[:, 0] = spec[:, 1]  # the DC spike of zero-IF receivers reads as its neighbour
-        # Carry what the next chunk's first slice needs.
-        left = n_total - used if n_total >= self.nfft else 0
+        # Carry the samples the next chunk's first slice needs (always fewer than nfft).
+        used = n_slices * hop
+        left = n_total - used if n_total >= nfft else 0
         if left:
-            self._buf[:left] = self._buf[used:n_total]
+            self._carry_buf[:left] = iq[n_new - left :] if left <= n_new else stream[used:n_total]
         self._carry, self._carry_start = left, start + used
-        self._expect = (chunk.start_sample + iq.shape[0], chunk.sample_rate_hz, chunk.center_freq_hz)
+        self._expect = (chunk.start_sample + n_new, chunk.sample_rate_hz, chunk.center_freq_hz)
         return spec, start
 
     def _normalise_in_place(self, image: Any) -> Any:
         """Power -> dB -> [0, 1] relative to the frame's noise floor, in place."""
         xp = self.xp
         xp.maximum(image, np.float32(_TINY), out=image)
-        xp.log10(image, out=image)
+        xp.log(image, out=image)
         # Median of a strided sample: the noise floor for frames that are mostly noise.
         floor = xp.median(image[::3, ::3])
-        image *= self._log_scale
-        image -= floor * self._log_scale - self._log_offset
+        image *= self._ln_scale
+        image -= floor * self._ln_scale - self._log_offset
         xp.clip(image, 0.0, 1.0, out=image)
         return image
 
