@@ -22,6 +22,10 @@ Pure functions on boxes in time × frequency; no files, no pipeline.
 - **Undefined** values are None (JSON ``null``, ``-`` in the table): precision with
   no detections, recall and AP with no truth. F1 is ``2·TP / (detections + truth)``,
   which is 0 rather than undefined when one side is empty and None only when both are.
+- **Per frame**: detectors see one frame (one chunk) at a time, so a signal that
+  outlasts a chunk is found once per chunk. :func:`clip_to_frames` cuts the truth
+  into the same per-frame pieces, widened to at least one pixel (a detector cannot
+  place an edge finer than its frame's resolution), before scoring.
 - **Ignored truth** (``ignore=``): detections matching one of these boxes (and no
   scored truth) are neither true nor false positives — the usual way to score only
   truth above an SNR without punishing a detector for finding weaker signals; see
@@ -42,10 +46,12 @@ from rfstream.types import Detection
 
 __all__ = [
     "EvalReport",
+    "FrameTruth",
     "Metrics",
     "ThresholdResult",
     "TruthBox",
     "average_precision",
+    "clip_to_frames",
     "evaluate",
     "filter_by_snr",
     "split_by_snr",
@@ -334,3 +340,45 @@ def split_by_snr(truth: Iterable[Any], min_snr_db: float) -> tuple[list[Any], li
 def filter_by_snr(truth: Iterable[Any], min_snr_db: float) -> list[Any]:
     """Only the truth with ``snr_db >= min_snr_db`` (unknown SNR kept); see :func:`split_by_snr`."""
     return split_by_snr(truth, min_snr_db)[0]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameTruth:
+    """One truth box cut to one frame's time span (and at least one pixel in each axis)."""
+
+    t_start_s: float
+    t_stop_s: float
+    f_low_hz: float
+    f_high_hz: float
+    label: str
+    snr_db: float | None
+
+
+def clip_to_frames(truth: Iterable[Any], frames: Iterable[Any]) -> list[FrameTruth]:
+    """Cut each truth box into the pieces that fall inside each frame's time span.
+
+    ``frames`` are :class:`rfstream.types.Frame` (or anything with ``t0_s``, ``t1_s``,
+    ``dt_s``, ``f0_hz``, ``f1_hz``, ``df_hz``). Boxes are also clipped to the frame's
+    band; a piece narrower than a pixel is widened about its centre to one pixel.
+    """
+    truth = list(truth)
+    out: list[FrameTruth] = []
+    for frame in frames:
+        for t in truth:
+            t0, t1 = max(t.t_start_s, frame.t0_s), min(t.t_stop_s, frame.t1_s)
+            f0, f1 = max(t.f_low_hz, frame.f0_hz), min(t.f_high_hz, frame.f1_hz)
+            if t1 <= t0 and not (t.t_start_s == t.t_stop_s and frame.t0_s <= t0 < frame.t1_s):
+                continue
+            if f1 <= f0 and not (t.f_low_hz == t.f_high_hz and frame.f0_hz <= f0 < frame.f1_hz):
+                continue
+            t0, t1 = _at_least(t0, t1, frame.dt_s)
+            f0, f1 = _at_least(f0, f1, frame.df_hz)
+            out.append(FrameTruth(t0, t1, f0, f1, t.label, getattr(t, "snr_db", None)))
+    return out
+
+
+def _at_least(lo: float, hi: float, width: float) -> tuple[float, float]:
+    if hi - lo >= width:
+        return lo, hi
+    mid = 0.5 * (lo + hi)
+    return mid - 0.5 * width, mid + 0.5 * width

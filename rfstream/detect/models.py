@@ -75,7 +75,6 @@ SUFFIXES = (".engine", ".onnx", ".pt")
 _NORMALISATION_KEYS = ("dynamic_range_db", "floor_offset_db", "nfft")
 
 
-
 # --- metadata ------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class ModelMetadata:

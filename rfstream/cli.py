@@ -1,0 +1,476 @@
+"""The ``rfstream`` command: run, replay, demo, synth, listen, eval, bench, train, models, devices.
+
+Every verb loads the configuration the same way (defaults < ``--config`` file <
+``RFSTREAM_*`` environment < flags) and every FatalError ends the process with
+one line, ``rfstream: error: <message>``, and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rfstream import __version__
+from rfstream.config import Config, load_config
+from rfstream.errors import ConfigError, FatalError, InputError, RfstreamError
+
+EPILOG = "docs: README.md, docs/architecture.md, docs/protocol.md, docs/operations.md"
+
+
+# --- shared option groups ---------------------------------------------------------------------
+def _add_config_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("configuration")
+    g.add_argument("--config", metavar="FILE", help="TOML config file (see config/rfstream.toml)")
+    g.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one setting, e.g. --set spectrogram.nfft=2048 (repeatable)",
+    )
+    g.add_argument("--log-format", choices=("auto", "console", "json"), help="log format (default: auto)")
+    g.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level")
+    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
+
+
+def _add_replay_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("recording")
+    g.add_argument("capture", help="a .sigmf-meta / .sigmf-data / .sigmf archive, or a raw IQ file")
+    g.add_argument("--chunk-ms", type=float, help="chunk length in ms (default 200)")
+    g.add_argument("--channel", type=int, help="channel of a multi-channel recording (default 0)")
+    g.add_argument("--capture-index", type=int, help="replay only this SigMF capture segment")
+    g.add_argument("--datatype", help="raw files: SigMF datatype, e.g. cu8, ci8, ci16_le, cf32_le")
+    g.add_argument("--rate", type=float, help="raw files: sample rate in Hz")
+    g.add_argument("--freq", type=float, help="raw files: centre frequency in Hz")
+
+
+def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
+    """CLI flags -> dotted config overrides; --set pairs last so they win."""
+    out: dict[str, Any] = {}
+    for attr, key in mapping.items():
+        value = getattr(args, attr, None)
+        if value is not None and value is not False:
+            out[key] = value
+    if getattr(args, "log_format", None):
+        out["runtime.log_format"] = args.log_format
+    if getattr(args, "log_level", None):
+        out["runtime.log_level"] = args.log_level
+    for pair in getattr(args, "set", []) or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value
+    return out
+
+
+_REPLAY_FLAGS = {
+    "capture": "source.path",
+    "chunk_ms": "source.chunk_ms",
+    "channel": "source.channel",
+    "capture_index": "source.capture_index",
+    "datatype": "source.datatype",
+    "rate": "source.sample_rate_hz",
+    "freq": "source.center_freq_hz",
+}
+
+
+def _load(args: argparse.Namespace, mapping: dict[str, str], extra: dict[str, Any] | None = None) -> Config:
+    overrides = _overrides(args, mapping)
+    if extra:
+        overrides = {**extra, **overrides}
+    cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    from rfstream.runtime.logging import configure_logging
+
+    configure_logging(cfg.runtime.log_format, cfg.runtime.log_level)
+    return cfg
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+# --- building a run ---------------------------------------------------------------------------
+def build_detectors(cfg: Config, config_dir: Path | None = None) -> list[Any]:
+    from rfstream.detect.registry import build_detectors as build
+    from rfstream.dsp.backend import get_backend
+
+    backend = get_backend(cfg.spectrogram.backend)
+    return build(cfg.detectors, cfg.spectrogram, backend=backend, config_dir=config_dir)
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    sinks: Sequence[Any] = (),
+    sink_factories: Sequence[Callable[[Any], Any]] = (),
+    lossless: bool | None = None,
+    on_result: Callable[[Any], None] | None = None,
+    progress: bool = False,
+    config_path: str | None = None,
+) -> Any:
+    """Open the source and detectors from ``cfg``, run the pipeline to the end, return its summary."""
+    from rfstream.dsp.backend import get_backend
+    from rfstream.pipeline import Pipeline
+    from rfstream.sources import open_source
+
+    backend = get_backend(cfg.spectrogram.backend)
+    detectors = build_detectors(cfg, Path(config_path).parent if config_path else None)
+    source = open_source(cfg.source)
+    try:
+        sinks = [*sinks, *(make(source.info) for make in sink_factories)]
+    except BaseException:
+        source.close()
+        raise
+    pipeline = Pipeline(
+        cfg,
+        source,
+        detectors,
+        sinks,
+        backend=backend,
+        lossless=lossless,
+        on_result=on_result,
+        progress=progress,
+    )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop(signum: int, _frame: Any) -> None:
+        pipeline.stop()
+
+    for sig in previous:
+        signal.signal(sig, _stop)
+    try:
+        return pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _publisher_sinks(cfg: Config) -> list[Any]:
+    if not cfg.publish.endpoint:
+        return []
+    from rfstream.sinks.zmq import ZmqPublisher
+
+    return [ZmqPublisher(cfg.publish)]
+
+
+def _print_summary(summary: Any, *, started: float, out: Any = sys.stderr) -> None:
+    h = summary.health
+    c, s = h["chunks"], h["samples"]
+    wall = time.monotonic() - started
+    lat = h["latency_ms"].get("total", {})
+    print(
+        f"chunks {c['processed']} processed ({c['on_time']} on time, {c['late']} late, {c['shed']} shed); "
+        f"samples {s['processed']} processed, {s['shed']} shed, {s['lost_overflow']} lost; "
+        f"{h['detections']} detections, {summary.tracks_seen} tracks; "
+        f"per chunk p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms; "
+        f"real-time factor {h['realtime_factor']:.2f}; wall {wall:.1f} s",
+        file=out,
+    )
+    if h["nonfinite_samples"]:
+        print(f"warning: {h['nonfinite_samples']} NaN/Inf samples were zeroed", file=out)
+
+
+# --- verbs ------------------------------------------------------------------------------------
+def cmd_replay(args: argparse.Namespace) -> int:
+    extra: dict[str, Any] = {}
+    if args.realtime:
+        extra["source.realtime"] = True
+    if args.loop:
+        extra["source.loop"] = True
+    if args.datatype or args.rate:
+        extra["source.kind"] = "raw"
+    if args.endpoint is not None:
+        extra["publish.endpoint"] = args.endpoint
+    if args.no_publish:
+        extra["publish.endpoint"] = ""
+    if args.spectrogram:
+        extra["publish.spectrogram"] = True
+    cfg = _load(args, _REPLAY_FLAGS, extra)
+    factories = []
+    if args.annotate:
+        from rfstream.sinks.sigmf_annotations import AnnotationWriter
+
+        meta = Path(args.capture)
+        recording = meta if meta.name.endswith((".sigmf-meta", ".sigmf-data")) else None
+        factories.append(
+            lambda info: AnnotationWriter(
+                recording.with_suffix(".sigmf-meta") if recording else None,
+                Path(args.annotate),
+                sample_rate_hz=info.sample_rate_hz,
+                center_freq_hz=info.center_freq_hz,
+            )
+        )
+    started = time.monotonic()
+    summary = run_pipeline(
+        cfg,
+        sinks=_publisher_sinks(cfg),
+        sink_factories=factories,
+        lossless=not cfg.source.realtime,
+        progress=_interactive(args),
+        config_path=args.config,
+    )
+    if not args.quiet:
+        _print_summary(summary, started=started)
+        if args.annotate:
+            print(f"annotations written to {args.annotate}", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rfstream.daemon import run_daemon
+
+    cfg = _load(
+        args,
+        {
+            "device_args": "source.device_args",
+            "rate": "source.sample_rate_hz",
+            "freq": "source.center_freq_hz",
+            "gain": "source.gain_db",
+            "endpoint": "publish.endpoint",
+        },
+    )
+    return run_daemon(cfg, config_path=args.config)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from rfstream.sources.synth import synthesize
+
+    if args.rate <= 0:
+        raise InputError(f"--rate must be > 0, got {args.rate}")
+    if args.duration <= 0:
+        raise InputError(f"--duration must be > 0, got {args.duration}")
+    meta = synthesize(
+        args.out,
+        sample_rate_hz=args.rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        center_freq_hz=args.freq,
+        num_signals=args.signals,
+    )
+    if not args.quiet:
+        from rfstream.sources.sigmf import read_annotations
+
+        n = len(read_annotations(meta))
+        print(
+            f"wrote {meta} and its .sigmf-data: {args.duration:g} s at {args.rate / 1e6:g} MS/s, {n} annotated signals"
+        )
+    return 0
+
+
+def collect_run(cfg: Config, *, progress: bool, config_path: str | None = None) -> tuple[list[Any], Any]:
+    """Replay losslessly, keeping every ChunkResult (eval, demo)."""
+    results: list[Any] = []
+    summary = run_pipeline(
+        cfg, lossless=True, on_result=results.append, progress=progress, config_path=config_path
+    )
+    return results, summary
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rfstream.eval import clip_to_frames, evaluate, split_by_snr
+    from rfstream.sources.sigmf import read_annotations
+
+    cfg = _load(args, _REPLAY_FLAGS, {"publish.endpoint": ""})
+    annotations = read_annotations(args.capture)
+    if not annotations:
+        raise InputError(f"{args.capture} has no annotations to score against")
+    results, _ = collect_run(cfg, progress=_interactive(args), config_path=args.config)
+    truth = clip_to_frames(annotations, [r.frame for r in results])
+    ignored: list[Any] = []
+    if args.min_snr is not None:
+        # Weaker signals are neither to be found nor false positives when they are.
+        truth, ignored = split_by_snr(truth, args.min_snr)
+    detections = [d for r in results for d in r.detections]
+    report = evaluate(truth, detections, label_aware=False if args.ignore_labels else None, ignore=ignored)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.to_table())
+    return 0
+
+
+def cmd_listen(args: argparse.Namespace) -> int:
+    from rfstream.sinks.listen import listen
+
+    topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
+    listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rfstream.bench import run_bench
+
+    cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})
+    rates = [float(r) for r in args.rates.split(",") if r.strip()]
+    if not rates or any(r <= 0 for r in rates):
+        raise InputError(f"--rates must be positive sample rates, got {args.rates!r}")
+    report = run_bench(cfg, rates, chunks=args.chunks, config_path=args.config, publish=args.publish)
+    print(json.dumps(report, indent=2) if args.json else report["table"])
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rfstream.demo import run_demo
+
+    cfg = _load(args, {}, {"publish.endpoint": args.endpoint or ""})
+    return run_demo(
+        cfg, Path(args.out), rate=args.rate, duration=args.duration, seed=args.seed, quiet=args.quiet
+    )
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from rfstream.sources.soapy import format_devices, list_devices
+
+    devices = list_devices(args.args or "")
+    print(json.dumps(devices, indent=2) if args.json else format_devices(devices))
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from rfstream.sinks.keys import generate_keys
+
+    for path in generate_keys(Path(args.dir), args.name):
+        print(f"wrote {path}")
+    return 0
+
+
+# --- the parser -------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rfstream",
+        description="Real-time RF signal detection: SDR or SigMF in, detections out over ZeroMQ.",
+        epilog=EPILOG,
+    )
+    parser.add_argument("--version", action="version", version=f"rfstream {__version__}")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    p = verbs.add_parser("run", help="run the daemon on the configured source (systemd's entry point)")
+    _add_config_options(p)
+    p.add_argument("--device-args", help="SoapySDR device args, e.g. driver=rtlsdr")
+    p.add_argument("--rate", type=float, help="sample rate in Hz")
+    p.add_argument("--freq", type=float, help="centre frequency in Hz")
+    p.add_argument("--gain", type=float, help="gain in dB (< 0: automatic)")
+    p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
+    p.set_defaults(func=cmd_run)
+
+    p = verbs.add_parser("replay", help="replay a recording through the pipeline")
+    _add_replay_options(p)
+    _add_config_options(p)
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="pace chunks at the recording's sample rate")
+    pace.add_argument(
+        "--fast", action="store_true", help="as fast as possible, never dropping a chunk (default)"
+    )
+    p.add_argument(
+        "--loop", action="store_true", help="replay again and again (with --realtime: a live stand-in)"
+    )
+    p.add_argument("--annotate", metavar="OUT.sigmf-meta", help="write the detections as SigMF annotations")
+    p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
+    p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
+    p.add_argument("--spectrogram", action="store_true", help="also publish the spectrogram topic")
+    p.set_defaults(func=cmd_replay)
+
+    p = verbs.add_parser("demo", help="synthesise a labelled capture, detect, track, score and draw it")
+    _add_config_options(p)
+    p.add_argument("--out", default="rfstream-demo", help="output directory (default ./rfstream-demo)")
+    p.add_argument("--rate", type=float, default=10e6, help="sample rate in Hz (default 10e6)")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--seed", type=int, default=1, help="synthesis seed (default 1)")
+    p.add_argument("--endpoint", help="also publish over ZeroMQ at this endpoint")
+    p.set_defaults(func=cmd_demo)
+
+    p = verbs.add_parser("synth", help="write a labelled synthetic SigMF recording")
+    p.add_argument("out", help="output base name (OUT.sigmf-meta + OUT.sigmf-data)")
+    p.add_argument("--rate", type=float, default=10e6, help="sample rate in Hz (default 10e6)")
+    p.add_argument("--duration", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--freq", type=float, default=2.44e9, help="centre frequency in Hz (default 2.44e9)")
+    p.add_argument(
+        "--signals", type=int, default=None, help="number of signal emitters (default: by duration)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_synth)
+
+    p = verbs.add_parser("eval", help="score detections against a labelled recording's annotations")
+    _add_replay_options(p)
+    _add_config_options(p)
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--min-snr", type=float, help="score only annotations with rfstream:snr_db >= this")
+    p.add_argument("--ignore-labels", action="store_true", help="match boxes regardless of labels")
+    p.set_defaults(func=cmd_eval)
+
+    p = verbs.add_parser("listen", help="print what a ZeroMQ subscriber receives")
+    p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555")
+    p.add_argument("--topics", default="detections,tracks,health", help="comma-separated topics")
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_listen)
+
+    p = verbs.add_parser("bench", help="per-stage timings and real-time factor at several sample rates")
+    _add_config_options(p)
+    p.add_argument("--rates", default="2.4e6,10e6,20e6", help="comma-separated sample rates in Hz")
+    p.add_argument("--chunks", type=int, default=20, help="chunks timed per rate (default 20)")
+    p.add_argument("--chunk-ms", type=float, help="chunk length in ms (default 200)")
+    p.add_argument("--publish", action="store_true", help="include a real ZeroMQ publisher on loopback")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.set_defaults(func=cmd_bench)
+
+    p = verbs.add_parser("devices", help="list the SDRs SoapySDR sees, with their ranges")
+    p.add_argument("--args", help="SoapySDR device filter, e.g. driver=rtlsdr")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_devices)
+
+    p = verbs.add_parser("keys", help="generate ZeroMQ CURVE keys for remote publishing")
+    p.add_argument("dir", help="directory for the key files")
+    p.add_argument("--name", default="server", help="key name (default server)")
+    p.set_defaults(func=cmd_keys)
+
+    _add_plugin_verb(
+        verbs, "train", "rfstream.train.cli", "train the shipped models (needs the 'train' extra)"
+    )
+    _add_plugin_verb(verbs, "models", "rfstream.detect.models_cli", "list, inspect and build models")
+    return parser
+
+
+def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str) -> None:
+    """A verb whose options live in its own module (``add_arguments`` / ``run``)."""
+    import importlib
+
+    p = verbs.add_parser(name, help=help_text)
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        p.set_defaults(func=lambda _args: _missing(name))
+        return
+    mod.add_arguments(p)
+    p.set_defaults(func=mod.run)
+
+
+def _missing(name: str) -> int:
+    raise FatalError(f"'rfstream {name}' is not available in this installation")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RfstreamError as exc:
+        print(f"rfstream: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("rfstream: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `rfstream listen | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

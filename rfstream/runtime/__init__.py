@@ -1,0 +1,1 @@
+"""Runtime services around the pipeline: logging, metrics, the watchdog."""

@@ -1,0 +1,88 @@
+"""Logging: structlog in front, the stdlib underneath, one format for both.
+
+``console``: readable ``key=value`` lines, coloured on a terminal. ``json``: one
+JSON object per line (``timestamp`` ISO-8601 UTC, ``level``, ``event``,
+``logger``, and the bound keys) for journald and log shippers. ``auto`` picks
+console on a TTY and JSON otherwise (under systemd).
+
+structlog events go through the stdlib ``logging`` tree, and one handler on the
+root logger renders both them and records from libraries (``logging`` calls,
+``warnings.warn`` via ``captureWarnings``) with the same processors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+
+from rfstream.errors import ConfigError
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+_FORMATS = ("auto", "console", "json")
+
+
+class _RfstreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Marks the handler this module installed, so configuring again replaces it."""
+
+
+def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
+    """Set up structlog and the stdlib root logger; calling it again replaces the previous setup."""
+    stream = sys.stderr if stream is None else stream
+    if fmt not in _FORMATS:
+        raise ConfigError(f"config key 'runtime.log_format': {fmt!r} is not one of {', '.join(_FORMATS)}")
+    if level.lower() not in _LEVELS:
+        raise ConfigError(f"config key 'runtime.log_level': {level!r} is not one of {', '.join(_LEVELS)}")
+    tty = _isatty(stream)
+    if fmt == "auto":
+        fmt = "console" if tty else "json"
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    if fmt == "json":
+        tail: list[Any] = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        tail = [structlog.dev.ConsoleRenderer(colors=tty)]
+
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.ExtraAdder(), *shared],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *tail],
+    )
+    handler = _RfstreamHandler(stream)
+    handler.setFormatter(formatter)
+
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _RfstreamHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(_LEVELS[level.lower()])
+    logging.captureWarnings(True)
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,  # the stdlib level decides, so one setting rules both
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.UnicodeDecoder(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        # not cached: a logger made before configure_logging ran must still follow it
+        cache_logger_on_first_use=False,
+    )
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except ValueError:  # a closed stream
+        return False

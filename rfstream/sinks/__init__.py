@@ -1,0 +1,14 @@
+"""Sinks: where results leave rfstream.
+
+- ``rfstream.sinks.zmq.ZmqPublisher`` — ZeroMQ (X)PUB + msgpack, the wire format in docs/protocol.md
+- ``rfstream.sinks.sigmf_annotations.AnnotationWriter`` — detections as SigMF annotations
+- ``rfstream.sinks.listen.listen`` — the subscriber behind ``rfstream listen``
+
+Each sink follows the small ``Sink`` protocol in ``rfstream.sinks.base``.
+"""
+
+from __future__ import annotations
+
+from rfstream.sinks.base import Sink, iso_utc, to_host
+
+__all__ = ["Sink", "iso_utc", "to_host"]

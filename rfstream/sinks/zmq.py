@@ -1,0 +1,377 @@
+"""ZeroMQ publisher: every chunk's results as msgpack messages on an XPUB socket.
+
+The wire format (topics, payload keys, units, versioning) is documented in
+docs/protocol.md; this module is its one writer. Every message is two frames,
+``[topic, msgpack(payload)]``, and every payload is a map whose first key is
+``"v"``, the schema version.
+
+Publishing never blocks the pipeline: every send is ``NOBLOCK`` against a
+bounded queue (SNDHWM) per subscriber, and what does not fit is dropped and
+counted. XPUB rather than PUB, so that a new subscription to ``tracks`` can be
+answered with a snapshot of the live tracks (a late joiner otherwise waits for
+the next event of each track to learn it exists).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import structlog
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from rfstream.config import PublishConfig
+from rfstream.errors import ConfigError, SinkError
+from rfstream.sinks.base import iso_utc, to_host
+from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
+
+SCHEMA_VERSION = 1
+
+TOPIC_DETECTIONS = b"detections"
+TOPIC_TRACKS = b"tracks"
+TOPIC_SPECTROGRAM = b"spectrogram"
+TOPIC_HEALTH = b"health"
+
+LINGER_MS = 500  # long enough to flush the last messages at shutdown, short enough never to hang it
+
+_SUBSCRIBE = b"\x01"  # first byte of an XPUB subscription message
+_log = structlog.get_logger(__name__)
+
+
+# --- payloads (plain dicts, "v" first; msgpack keeps insertion order) -----------------------------
+def encode_detection(det: Detection, frame: Frame) -> dict[str, Any]:
+    return {
+        "x0": float(det.x0),
+        "y0": float(det.y0),
+        "x1": float(det.x1),
+        "y1": float(det.y1),
+        "t_start_s": float(det.t_start_s),
+        "t_stop_s": float(det.t_stop_s),
+        "t_start_utc": iso_utc(frame.utc_at(det.t_start_s)),
+        "t_stop_utc": iso_utc(frame.utc_at(det.t_stop_s)),
+        "f_low_hz": float(det.f_low_hz),
+        "f_high_hz": float(det.f_high_hz),
+        "score": float(det.score),
+        "label": det.label,
+        "detector": det.detector,
+        "found_by": list(det.found_by),
+    }
+
+
+def encode_chunk(result: ChunkResult) -> dict[str, Any]:
+    """The ``detections`` payload: one per chunk, even when it found nothing."""
+    frame = result.frame
+    chunk = frame.chunk
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": int(chunk.seq),
+        "t0_s": float(frame.t0_s),
+        "t1_s": float(frame.t1_s),
+        "start_sample": int(chunk.start_sample),
+        "num_samples": chunk.num_samples,
+        "sample_rate_hz": float(chunk.sample_rate_hz),
+        "center_freq_hz": float(chunk.center_freq_hz),
+        "f0_hz": float(frame.f0_hz),
+        "f1_hz": float(frame.f1_hz),
+        "start_time_utc": iso_utc(chunk.start_time_utc),
+        "gap_before_samples": int(chunk.gap_before_samples),
+        "late": bool(result.late),
+        "timings_ms": {str(k): float(v) for k, v in result.timings_ms.items()},
+        "detections": [encode_detection(d, frame) for d in result.detections],
+    }
+
+
+def encode_track(track: Track) -> dict[str, Any]:
+    return {
+        "track_id": int(track.track_id),
+        "label": track.label,
+        "f_low_hz": float(track.f_low_hz),
+        "f_high_hz": float(track.f_high_hz),
+        "first_seen_s": float(track.first_seen_s),
+        "last_seen_s": float(track.last_seen_s),
+        "hits": int(track.hits),
+        "score": float(track.score),
+        "state": track.state,
+    }
+
+
+def encode_track_events(seq: int, events: tuple[TrackEvent, ...]) -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": int(seq),
+        "snapshot": False,
+        "events": [{"event": e.kind, "track": encode_track(e.track)} for e in events],
+    }
+
+
+def encode_track_snapshot(seq: int, live: list[Track]) -> dict[str, Any]:
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": int(seq),
+        "snapshot": True,
+        "events": [],  # a consumer that only follows events sees nothing new here
+        "tracks": [encode_track(t) for t in live],
+    }
+
+
+def encode_spectrogram(frame: Frame, decimate: int) -> dict[str, Any]:
+    """The ``spectrogram`` payload: the image as uint8, max-pooled ``decimate``×``decimate``.
+
+    Max rather than every-Nth: a signal one column wide must not vanish from the GUI.
+    Pooling runs on the frame's own array module (CuPy stays on the device until the
+    small uint8 result is copied off).
+    """
+    image = frame.image
+    h, w = int(image.shape[0]) // decimate, int(image.shape[1]) // decimate
+    if decimate > 1:
+        image = image[: h * decimate, : w * decimate].reshape(h, decimate, w, decimate).max(axis=(1, 3))
+    pixels = to_host((image * 255.0 + 0.5).clip(0, 255).astype("uint8"))
+    return {
+        "v": SCHEMA_VERSION,
+        "seq": int(frame.chunk.seq),
+        "height": h,
+        "width": w,
+        "dtype": "uint8",
+        "t0_s": float(frame.t0_s),
+        "dt_s": float(frame.dt_s) * decimate,
+        "f0_hz": float(frame.f0_hz),
+        "df_hz": float(frame.df_hz) * decimate,
+        "data": np.ascontiguousarray(pixels).tobytes(),
+    }
+
+
+def _pack_extra(obj: Any) -> Any:
+    """msgpack fallback for what health mappings carry: NumPy scalars/arrays, datetimes, paths."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, _dt.datetime):
+        return iso_utc(obj)
+    if isinstance(obj, Mapping):
+        return dict(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    raise TypeError(f"cannot publish a value of type {type(obj).__name__}")
+
+
+# --- endpoint policy ---------------------------------------------------------------------------
+def check_endpoint(endpoint: str, *, allow_remote: bool) -> None:
+    """Refuse an endpoint that would publish beyond this host unless remote publishing is allowed."""
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or not rest:
+        raise ConfigError(
+            f"config key 'publish.endpoint': {endpoint!r} is not a ZeroMQ endpoint "
+            "(expected tcp://HOST:PORT or ipc://PATH)"
+        )
+    if scheme in ("ipc", "inproc"):
+        return
+    if scheme == "tcp" and ":" not in rest:
+        raise ConfigError(f"config key 'publish.endpoint': {endpoint} has no port (tcp://HOST:PORT)")
+    if scheme == "tcp" and _is_loopback_host(rest.rpartition(":")[0]):
+        return
+    if not allow_remote:
+        raise ConfigError(
+            f"config key 'publish.endpoint': {endpoint} is not a loopback address; "
+            "set publish.allow_remote = true (and CURVE keys) to publish beyond this host"
+        )
+
+
+def _is_local(endpoint: str) -> bool:
+    try:
+        check_endpoint(endpoint, allow_remote=False)
+    except ConfigError:
+        return False
+    return True
+
+
+def _is_loopback_host(host: str) -> bool:
+    host = host.strip("[]")
+    if host in ("localhost", "lo"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # "*", an interface name, a hostname
+        return False
+
+
+def _bind_error(endpoint: str, exc: zmq.ZMQError) -> SinkError:
+    if exc.errno == zmq.EADDRINUSE:
+        return SinkError(f"ZeroMQ endpoint {endpoint} is already in use")
+    if exc.errno == zmq.EADDRNOTAVAIL:
+        return SinkError(f"ZeroMQ endpoint {endpoint}: no such address on this host")
+    return SinkError(f"ZeroMQ endpoint {endpoint} cannot be bound: {exc.strerror}")
+
+
+class ZmqPublisher:
+    """The ZeroMQ sink. Thread-safe: one lock around the socket, held only for NOBLOCK sends."""
+
+    def __init__(self, cfg: PublishConfig, *, context: zmq.Context | None = None) -> None:
+        check_endpoint(cfg.endpoint, allow_remote=cfg.allow_remote)
+        self._own_context = context is None
+        self._ctx = zmq.Context() if context is None else context
+        self._auth: Any = None
+        self._sock = self._ctx.socket(zmq.XPUB)
+        try:
+            self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, not just the first
+            self._sock.sndhwm = cfg.sndhwm
+            self._sock.linger = LINGER_MS
+            if ":" in cfg.endpoint.partition("://")[2].rpartition(":")[0]:
+                self._sock.ipv6 = True
+            if cfg.curve_secret_key:
+                self._enable_curve(cfg)
+            try:
+                self._sock.bind(cfg.endpoint)
+            except zmq.ZMQError as exc:
+                raise _bind_error(cfg.endpoint, exc) from exc
+            self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)  # tcp://127.0.0.1:* -> real port
+            if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
+                try:
+                    os.chmod(self.endpoint[len("ipc://") :], 0o600)  # only this user may subscribe
+                except OSError as exc:
+                    raise SinkError(
+                        f"ZeroMQ endpoint {self.endpoint}: cannot restrict access: {exc.strerror}"
+                    ) from exc
+        except Exception:  # release the socket (and our context) before the error leaves
+            self._release()
+            raise
+        self._packer = msgpack.Packer(default=_pack_extra, use_bin_type=True)
+        self._lock = threading.Lock()
+        self._decimate = cfg.spectrogram_decimate if cfg.spectrogram else 0  # 0: not published
+        self._live: dict[int, Track] = {}
+        self._last_seq = -1
+        self._sent = 0
+        self._dropped = 0
+        self._closed = False
+        _log.info("publishing", endpoint=self.endpoint, curve=bool(cfg.curve_secret_key), sndhwm=cfg.sndhwm)
+        if cfg.allow_remote and not cfg.curve_secret_key and not _is_local(cfg.endpoint):
+            _log.warning(
+                "publishing beyond this host without CURVE: detections travel in clear text",
+                endpoint=self.endpoint,
+            )
+
+    # --- the Sink protocol ---------------------------------------------------------------------
+    def publish(self, result: ChunkResult) -> None:
+        seq = result.frame.chunk.seq
+        with self._lock:
+            if self._closed:
+                return
+            self._answer_subscriptions()  # before this chunk: a snapshot holds the state up to _last_seq
+            self._last_seq = seq
+            self._send(TOPIC_DETECTIONS, encode_chunk(result))
+            if result.track_events:
+                self._send_events(result.track_events, seq)
+            if self._decimate:
+                self._send(TOPIC_SPECTROGRAM, encode_spectrogram(result.frame, self._decimate))
+
+    def publish_track_events(self, events: tuple[TrackEvent, ...], seq: int) -> None:
+        """Track events outside a chunk (the tracks ended when the stream ends), as a ``tracks`` message."""
+        with self._lock:
+            if self._closed or not events:
+                return
+            self._answer_subscriptions()
+            self._send_events(events, seq)
+
+    def publish_health(self, health: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._answer_subscriptions()
+            payload: dict[str, Any] = {"v": SCHEMA_VERSION}
+            payload.update((k, v) for k, v in health.items() if k != "v")
+            payload.setdefault("publish", {"sent": self._sent, "dropped": self._dropped})
+            self._send(TOPIC_HEALTH, payload)
+
+    def stats(self) -> dict[str, int]:
+        """Messages handed to ZeroMQ, and messages it refused (dropped, never waited for)."""
+        return {"sent": self._sent, "dropped": self._dropped}
+
+    def live_tracks(self) -> list[Track]:
+        with self._lock:
+            return list(self._live.values())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._release()
+
+    def __enter__(self) -> ZmqPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals -----------------------------------------------------------------------------
+    def _send(self, topic: bytes, payload: dict[str, Any]) -> None:
+        try:
+            self._sock.send_multipart((topic, self._packer.pack(payload)), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._dropped += 1
+        else:
+            self._sent += 1
+
+    def _send_events(self, events: tuple[TrackEvent, ...], seq: int) -> None:
+        for event in events:
+            if event.kind == "end" or event.track.state == "ended":
+                self._live.pop(event.track.track_id, None)
+            else:
+                self._live[event.track.track_id] = event.track
+        self._send(TOPIC_TRACKS, encode_track_events(seq, events))
+
+    def _answer_subscriptions(self) -> None:
+        """Read pending subscriptions; a new one covering ``tracks`` gets a snapshot of the live tracks.
+
+        Subscriptions are read here, on the publishing thread, because a ZeroMQ socket
+        belongs to one thread; so a late joiner's snapshot goes out with the next
+        message (the next chunk or health tick), ahead of it.
+        """
+        wants_snapshot = False
+        while True:
+            try:
+                msg = self._sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == _SUBSCRIBE and TOPIC_TRACKS.startswith(msg[1:]):
+                wants_snapshot = True
+        if wants_snapshot:
+            self._send(TOPIC_TRACKS, encode_track_snapshot(self._last_seq, list(self._live.values())))
+
+    def _enable_curve(self, cfg: PublishConfig) -> None:
+        if not zmq.has("curve"):
+            raise SinkError("publish.curve_secret_key is set but this libzmq was built without CURVE")
+        try:
+            public, secret = zmq.auth.load_certificate(cfg.curve_secret_key)
+        except (OSError, ValueError) as exc:
+            raise SinkError(f"publish.curve_secret_key: cannot read {cfg.curve_secret_key}: {exc}") from exc
+        if secret is None:
+            raise SinkError(
+                f"publish.curve_secret_key: {cfg.curve_secret_key} holds no secret key (a public certificate?)"
+            )
+        keys_dir = cfg.curve_authorized_keys
+        if keys_dir and not Path(keys_dir).is_dir():
+            raise SinkError(f"publish.curve_authorized_keys: {keys_dir} is not a directory")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        self._auth.configure_curve(domain="*", location=keys_dir or zmq.auth.CURVE_ALLOW_ANY)
+        self._sock.curve_secretkey = secret
+        self._sock.curve_publickey = public
+        self._sock.curve_server = True
+
+    def _release(self) -> None:
+        self._sock.close(linger=LINGER_MS)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._own_context:
+            self._ctx.term()
