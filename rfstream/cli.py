@@ -8,11 +8,12 @@ one line, ``rfstream: error: <message>``, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,27 @@ def _load(args: argparse.Namespace, mapping: dict[str, str], extra: dict[str, An
 
 def _interactive(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_callback(desc: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on a terminal; None otherwise."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
 
 
 # --- building a run ---------------------------------------------------------------------------
@@ -245,14 +267,16 @@ def cmd_synth(args: argparse.Namespace) -> int:
         raise InputError(f"--rate must be > 0, got {args.rate}")
     if args.duration <= 0:
         raise InputError(f"--duration must be > 0, got {args.duration}")
-    meta = synthesize(
-        args.out,
-        sample_rate_hz=args.rate,
-        duration_s=args.duration,
-        seed=args.seed,
-        center_freq_hz=args.freq,
-        num_signals=args.signals,
-    )
+    with progress_callback("synth", enabled=_interactive(args)) as progress:
+        meta = synthesize(
+            args.out,
+            sample_rate_hz=args.rate,
+            duration_s=args.duration,
+            seed=args.seed,
+            center_freq_hz=args.freq,
+            num_signals=args.signals,
+            progress=progress,
+        )
     if not args.quiet:
         from rfstream.sources.sigmf import read_annotations
 

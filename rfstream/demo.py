@@ -66,7 +66,7 @@ def truth_fc(meta: Path) -> float:
 
 
 def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int, quiet: bool = False) -> int:
-    from rfstream.cli import collect_run
+    from rfstream.cli import collect_run, progress_callback
     from rfstream.eval import clip_to_frames, evaluate, split_by_snr
     from rfstream.render import render_waterfall
     from rfstream.sinks.sigmf_annotations import AnnotationWriter
@@ -80,7 +80,10 @@ def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int,
         raise SinkError(f"cannot create output directory {out}: {exc.strerror or exc}") from exc
     started = time.monotonic()
     say(f"1/4 synthesising {duration:g} s at {rate / 1e6:g} MS/s (seed {seed}) ...")
-    meta = synthesize(out / "demo-capture", sample_rate_hz=rate, duration_s=duration, seed=seed)
+    with progress_callback("synth", enabled=not quiet and sys.stderr.isatty()) as progress:
+        meta = synthesize(
+            out / "demo-capture", sample_rate_hz=rate, duration_s=duration, seed=seed, progress=progress
+        )
     truth = read_annotations(meta)
     annotated = out / "demo-detections.sigmf-meta"
     # Checks the output is writable before any work is spent.

@@ -483,11 +483,13 @@ def render_capture(
     snr_db_range: tuple[float, float] = (3.0, 30.0),
     num_signals: int | None = None,
     kinds: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[SynthAnnotation]:
     """Fill ``out`` (1-D complex64, any writable array or memmap) with noise plus signals.
 
     ``num_signals`` counts transmitters (each may emit many instances); None
     means one of each kind. Returns the instances that lie inside the band.
+    ``progress(done, total)`` is called after each transmitter is drawn.
     """
     fs = float(sample_rate_hz)
     n_total = int(out.shape[0])
@@ -519,6 +521,8 @@ def render_capture(
                     inst.label, inst.start, count, inst.f_low_hz, inst.f_high_hz, inst.snr_db, inst.comment
                 )
             )
+        if progress is not None:
+            progress(index + 1, len(kinds))
     annotations.sort(key=lambda a: (a.sample_start, a.f_low_hz))
     return annotations
 
@@ -532,8 +536,12 @@ def synthesize(
     center_freq_hz: float = 2.44e9,
     snr_db_range: tuple[float, float] = (3.0, 30.0),
     num_signals: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
-    """Write ``OUT.sigmf-meta`` + ``OUT.sigmf-data`` (cf32_le); return the meta path."""
+    """Write ``OUT.sigmf-meta`` + ``OUT.sigmf-data`` (cf32_le); return the meta path.
+
+    ``progress(done, total)`` reports transmitters drawn (for a progress bar).
+    """
     if not sample_rate_hz > 0:
         raise InputError(f"synth: sample rate must be > 0, got {sample_rate_hz!r}")
     if not duration_s > 0:
@@ -553,7 +561,12 @@ def synthesize(
     try:
         data = np.memmap(tmp["data_fn"], dtype="<c8", mode="w+", shape=(n,))
         annotations = render_capture(
-            data, sample_rate_hz, seed=seed, snr_db_range=snr_db_range, num_signals=num_signals
+            data,
+            sample_rate_hz,
+            seed=seed,
+            snr_db_range=snr_db_range,
+            num_signals=num_signals,
+            progress=progress,
         )
         data.flush()
         del data
@@ -567,7 +580,7 @@ def synthesize(
     finally:
         for p in (tmp["data_fn"], tmp["meta_fn"]):
             p.unlink(missing_ok=True)
-    log.info("synthesized", path=str(final_meta), samples=n, annotations=len(annotations))
+    log.debug("synthesized", path=str(final_meta), samples=n, annotations=len(annotations))
     return final_meta
 
 
