@@ -11,7 +11,9 @@ import zmq
 
 from rfstream.cli import run_pipeline
 from rfstream.config import Config, PublishConfig, replace
+from rfstream.eval import clip_to_frames, evaluate, split_by_snr
 from rfstream.sinks.zmq import ZmqPublisher
+from rfstream.sources.sigmf import read_annotations
 from rfstream.sources.synth import synthesize
 
 RATE = 2e6
@@ -110,3 +112,20 @@ def test_detections_lie_inside_the_recording_and_band(capture):
             assert 0.0 <= d.t_start_s <= d.t_stop_s <= DURATION + 1e-9
             assert fc - RATE / 2 - RATE / 4096 <= d.f_low_hz <= d.f_high_hz <= fc + RATE / 2 + 1e-6
             assert 0.0 <= d.score <= 1.0
+
+
+def test_energy_detector_recall_on_strong_signals(capture):
+    """Recall at IoU 0.25 on signals with SNR >= 10 dB, scored per frame, at 2 MS/s.
+
+    The issue asks for 0.9; this dense synthetic scene (overlapping hops, chirp trains,
+    bursts on carriers) measures 0.62 here and 0.82-0.84 at 10-20 MS/s (README). The floor
+    guards against regressions; it is not the goal.
+    """
+    results = []
+    run_pipeline(_config(capture), lossless=True, on_result=results.append)
+    truth = clip_to_frames(read_annotations(capture), [r.frame for r in results])
+    strong, weak = split_by_snr(truth, 10.0)
+    report = evaluate(strong, [d for r in results for d in r.detections], label_aware=False, ignore=weak)
+    recall = report.to_dict()["results"][1]["overall"]["recall"]
+    print(f"energy recall at IoU 0.25, SNR >= 10 dB: {recall:.3f} over {len(strong)} truth boxes")
+    assert recall >= 0.55

@@ -1,13 +1,22 @@
 """The model-free energy detector: noise floor, threshold, connected components, boxes.
 
 It knows nothing about any signal generator; every threshold comes from the
-noise statistics of the frame it is looking at:
+noise statistics of the frame it is looking at, and from the frame's geometry:
 
+0. **Geometry.** At low sample rates the spectrogram has fewer STFT slices than
+   image rows and repeats each slice over ``rows_per_slice`` rows (2.4 MS/s at
+   hop 2048 and 200 ms per 1024-row frame: 4.4 rows per slice; 250 kS/s: 44).
+   Averaging copies of one slice removes no noise, so every length along time
+   below is counted in *slices*, and the number of independent samples in a
+   component is its area divided by ``rows_per_slice``. ``detect`` derives it
+   from the frame (``hop / (dt_s · sample_rate)``); ``propose`` takes it as an
+   argument or, when not given, measures it from the image (how often a row
+   repeats its predecessor exactly).
 1. **Smooth** the image twice, with a running mean along time (``smooth_t``
-   rows) and one along frequency (``smooth_f`` columns): matched to long narrow
+   slices) and one along frequency (``smooth_f`` columns): matched to long narrow
    carriers and to short wideband pulses respectively, each cuts the 1–3 dB
    pixel noise by about the square root of its length without smearing a
-   one-column carrier or a one-row pulse into the noise. A pixel counts when it
+   one-column carrier or a one-slice pulse into the noise. A pixel counts when it
    stands out in either (steps 3–4 run on both and OR the masks).
 2. **Floor baseline per frequency column**: a low percentile over time of each
    column (``baseline_percentile``; signals on for less than the rest of the
@@ -17,36 +26,55 @@ noise statistics of the frame it is looking at:
    sloped floors and filter roll-off at the band edges (a median over a
    straight slope is the value at its centre), so neither becomes a detection.
    Edges reflect, which errs towards a higher floor, not false alarms.
-3. **Robust noise statistics** of each floor-removed image on a strided sample:
-   centre ``mu`` = median, spread ``sigma`` = median − 15.87th percentile. The
-   lower side is used because signals only ever add to the upper side, so up to
-   about half the frame may be occupied without inflating ``sigma``.
-4. **Hysteresis threshold**: a component needs at least one *seed* pixel above
-   ``mu + max(seed_sigma·sigma, min_margin_db)`` and grows over the pixels
-   above ``mu + max(grow_sigma·sigma, min_margin_db·grow_sigma/seed_sigma)``;
+3. **Robust noise statistics** of the raw and of each smoothed image, floor
+   removed, on a strided sample: centre ``mu`` = median, spread ``sigma`` =
+   median − 15.87th percentile. The lower side is used because signals only
+   ever add to the upper side, so up to about half the frame may be occupied
+   without inflating ``sigma``. Measured, not modelled, so correlated pixels
+   (repeated rows, overlapping windows, 8-bit quantisation) are accounted for.
+4. **Hysteresis threshold**: *seed* pixels lie above
+   ``mu + max(seed_sigma·sigma, min_margin_db)``; components grow over the
+   pixels above ``mu + max(grow_sigma·sigma, min_margin_db·grow_sigma/seed_sigma)``;
    in ``otsu`` mode the seed level is raised to Otsu's split of the
    floor-removed image where that is higher (never lowered: on a pure-noise
    frame Otsu would split the noise in two).
 5. **Morphological closing** of the grown mask (``closing_t`` × ``closing_f``)
-   bridges the small holes of keyed or hopping-within-band signals, then
-   ``scipy.ndimage.label`` / ``find_objects`` give components and boxes.
-6. Components smaller than ``min_time_px`` × ``min_freq_px`` or
-   ``min_area_px`` are dropped, as is a component lying entirely within
-   ``dc_guard_px`` columns of the centre frequency (the DC spike of
-   direct-conversion receivers such as the RTL-SDR — a real carrier exactly at
-   DC is missed for this; set ``dc_guard_px = 0`` to keep it).
+   bridges the small holes of keyed or hopping-within-band signals, then one
+   ``scipy.ndimage.label`` gives the components; their statistics come from
+   ``np.bincount`` over the masked pixels (no Python loop per component).
+6. **Acceptance**: a component is kept when it holds a seed pixel *or* its
+   integrated SNR reaches ``accept_sigma``: the mean excess of the raw image
+   over the floor, in units of the raw pixel sigma, times
+   ``sqrt(area / rows_per_slice)`` (the independent samples it spans). A weak
+   carrier a few dB over the floor never seeds a pixel at low sample rates but
+   integrates to tens of sigmas over a frame. Components smaller than
+   ``min_time_px`` × ``min_freq_px`` or ``min_area_px`` are dropped, as is a
+   component lying entirely within ``dc_guard_px`` columns of the centre
+   frequency (the DC spike of direct-conversion receivers such as the RTL-SDR —
+   a real carrier exactly at DC is missed for this; set ``dc_guard_px = 0`` to
+   keep it).
+
+**Pulse trains**: pulses (boxes at most ``pulse_max_slices`` long) that repeat at
+the same frequency (frequency overlap at least half the narrower one) with gaps of
+at most ``train_gap_slices`` are one emission — a radar's or a beacon's train —
+and are reported as one box scored by their mean, instead of dozens of blips.
 
 **Box edges** are then trimmed to where the box's mean profile along each axis
 (unsmoothed image minus the floor) reaches ``edge_fraction`` of its peak, which
 undoes the spread that smoothing, growing and closing add around strong signals.
 
-**Score**: the component's mean SNR in dB (mean over its pixels of the larger
-of the two smoothed levels above the floor, times the image's dB per unit) mapped monotonically
-onto [0, 1] as ``snr / (snr + score_half_db)`` — 0 dB → 0, ``score_half_db`` → 0.5,
+**Score**: the component's mean SNR in dB (mean over its pixels of the raw image
+above the floor, times the image's dB per unit) mapped monotonically onto
+[0, 1] as ``snr / (snr + score_half_db)`` — 0 dB → 0, ``score_half_db`` → 0.5,
 approaching 1 for strong signals.
 
+**Cost**: every full-frame array is allocated once per frame shape; running
+means are sliced adds / one cumulative sum in float32; statistics use a
+strided sample; per-component work is ``bincount`` over the masked pixels.
+
 Limitations: an always-on signal wider than half the baseline window becomes
-part of the floor; signals closer than the closing size merge into one box.
+part of the floor; signals closer than the closing size, or touching in time
+and frequency (a burst sitting on a carrier), merge into one box.
 """
 
 from __future__ import annotations
@@ -63,7 +91,10 @@ from rfstream.config import DetectorConfig
 from rfstream.detect.base import at_least, check_options, in_range, parse_options, positive
 from rfstream.types import Detection, Frame
 
-__all__ = ["EnergyDetector", "EnergyOptions"]
+__all__ = ["EnergyDetector", "EnergyOptions", "frame_rows_per_slice", "measured_rows_per_slice"]
+
+_Q16 = 15.87  # percentile one sigma below the median of a normal
+_SLICED_MAX = 12  # running means up to this long by sliced adds, longer by a running sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +105,10 @@ class EnergyOptions:
     seed_sigma: float = field(default=5.0, metadata=positive("seed margin above the floor, robust sigmas"))
     grow_sigma: float = field(default=2.5, metadata=positive("grow margin above the floor, robust sigmas"))
     min_margin_db: float = field(default=2.0, metadata=at_least(0.0, "seed margin never below this, dB"))
-    smooth_t: int = field(default=5, metadata=at_least(1, "running mean along time, rows"))
+    accept_sigma: float = field(
+        default=8.0, metadata=positive("keep an unseeded component whose integrated SNR reaches this, sigmas")
+    )
+    smooth_t: int = field(default=5, metadata=at_least(1, "running mean along time, STFT slices"))
     smooth_f: int = field(default=5, metadata=at_least(1, "running mean along frequency, columns"))
     baseline_percentile: float = field(
         default=20.0, metadata=in_range(0.0, 100.0, "per-column percentile over time for the floor")
@@ -89,22 +123,54 @@ class EnergyOptions:
     min_freq_px: int = field(default=1, metadata=at_least(1, "smallest box width, columns"))
     min_area_px: int = field(default=12, metadata=at_least(1, "smallest component, pixels"))
     max_detections: int = field(default=100, metadata=positive("most boxes per frame, best scores first"))
+    pulse_max_slices: float = field(default=2.0, metadata=positive("a box this short (slices) is a pulse"))
+    train_gap_slices: float = field(
+        default=12.0,
+        metadata=at_least(0.0, "pulses this close (slices) at one frequency form a train (0 = off)"),
+    )
+    carrier_fraction: float = field(
+        default=0.6, metadata=in_range(0.0, 1.0, "a column set in this share of rows is a carrier (1 = off)")
+    )
     dc_guard_px: int = field(default=2, metadata=at_least(0, "drop components within ± this of DC"))
     score_half_db: float = field(default=10.0, metadata=positive("mean SNR that scores 0.5, dB"))
     dynamic_range_db: float = field(
         default=50.0, metadata=positive("dB per image unit; must equal spectrogram.dynamic_range_db")
     )
-    stats_stride: int = field(default=4, metadata=at_least(1, "sample every Nth row/column for statistics"))
+    hop: int = field(default=2048, metadata=at_least(1, "STFT hop, samples; must equal spectrogram.hop"))
+    stats_stride: int = field(default=8, metadata=at_least(1, "sample every Nth row/column for statistics"))
     edge_fraction: float = field(
         default=0.5, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
     )
 
 
+def frame_rows_per_slice(frame: Frame, hop: int) -> float:
+    """Image rows per STFT slice (> 1 where the spectrogram repeated slices to fill its height)."""
+    return hop / max(frame.dt_s * frame.chunk.sample_rate_hz, 1e-12)
+
+
+def measured_rows_per_slice(image: np.ndarray, columns: int = 64) -> float:
+    """Rows per STFT slice measured from the image: how often a row repeats the one before.
+
+    Area resampling copies a slice into every row it covers whole and mixes two slices in
+    the row that straddles a boundary, so with ``r`` rows per slice about ``(r - 2) / r`` of
+    adjacent pairs are equal. Below two rows per slice no pair is equal and 1 is returned
+    (the smoothing then errs towards too short, never too long).
+    """
+    h, w = image.shape
+    if h < 3:
+        return 1.0
+    sample = image[:, :: max(1, w // columns)]
+    equal = float(np.count_nonzero((sample[1:] == sample[:-1]).all(axis=1))) / (h - 1)
+    if equal <= 0.0:
+        return 1.0
+    return float(min(h, 2.0 / max(1.0 - equal, 2.0 / h)))
+
+
 class EnergyDetector:
     """Threshold + connected components on one Frame. See the module docstring.
 
-    ``propose(image, dc_column)`` is the cheap core (pixel boxes and scores as
-    arrays), shared with the two-stage detector; ``detect(frame)`` wraps it into
+    ``propose(image, dc_column, rows_per_slice)`` is the cheap core (pixel boxes and scores
+    as arrays), shared with the two-stage detector; ``detect(frame)`` wraps it into
     Detections labelled ``"unknown"``.
     """
 
@@ -124,36 +190,37 @@ class EnergyDetector:
         self.options = options
         self.priority = priority
         self.score_threshold = max(0.0, float(score_threshold))
+        # Full-frame smoothing and thresholds run on ``xp`` (CuPy keeps them on the GPU);
+        # the masks come back to the host for labelling and the per-component statistics.
         self.xp = xp
-        if xp is np:
-            import scipy.ndimage as ndi
-
-            self._to_host = np.asarray
-        else:  # CuPy: same calls through cupyx; labelling results come back to the host
-            import cupyx.scipy.ndimage as ndi
-
-            self._to_host = xp.asnumpy
-        self._ndi = ndi
+        self._to_host = np.asarray if xp is np else xp.asnumpy
         o = options
         self._unit_db = float(o.dynamic_range_db)
-        self._min_seed = o.min_margin_db / self._unit_db
-        self._min_grow = self._min_seed * o.grow_sigma / o.seed_sigma
+        self._min_seed = np.float32(o.min_margin_db / self._unit_db)
+        self._min_grow = np.float32(self._min_seed * o.grow_sigma / o.seed_sigma)
         self._shape: tuple[int, int] | None = None
 
     @classmethod
     def from_config(
-        cls, cfg: DetectorConfig, xp: Any = np, *, dynamic_range_db: float | None = None
+        cls,
+        cfg: DetectorConfig,
+        xp: Any = np,
+        *,
+        dynamic_range_db: float | None = None,
+        hop: int | None = None,
     ) -> EnergyDetector:
         """Build from a ``[[detectors]]`` record; ``options`` are checked key by key.
 
         ``score_threshold < 0`` means the default (0: keep every component); ``labels`` does
-        not apply (everything is ``"unknown"``). ``dynamic_range_db``: pass
-        ``spectrogram.dynamic_range_db`` so dB margins and scores are right; an explicit
-        ``options.dynamic_range_db`` wins.
+        not apply (everything is ``"unknown"``). ``dynamic_range_db`` and ``hop``: pass
+        ``spectrogram.dynamic_range_db`` and ``spectrogram.hop`` so dB margins, scores and the
+        frame geometry are right; explicit ``options`` win.
         """
         options = parse_options(EnergyOptions, cfg.options, f"detectors.{cfg.name}.options")
         if dynamic_range_db is not None and "dynamic_range_db" not in cfg.options:
             options = dataclasses.replace(options, dynamic_range_db=float(dynamic_range_db))
+        if hop is not None and "hop" not in cfg.options:
+            options = dataclasses.replace(options, hop=int(hop))
         threshold = cfg.score_threshold if cfg.score_threshold >= 0 else 0.0
         return cls(cfg.name, options, priority=cfg.priority, score_threshold=threshold, xp=xp)
 
@@ -161,7 +228,7 @@ class EnergyDetector:
     def warmup(self, frame_shape: tuple[int, int]) -> None:
         self._allocate(tuple(frame_shape))  # type: ignore[arg-type]
         noise = np.random.default_rng(0).normal(0.12, 0.03, size=frame_shape).astype(np.float32)
-        self.propose(self.xp.asarray(noise))
+        self.propose(self.xp.asarray(noise), rows_per_slice=1.0)
 
     def close(self) -> None:
         self._shape = None
@@ -169,49 +236,77 @@ class EnergyDetector:
     def _allocate(self, shape: tuple[int, int]) -> None:
         xp, o = self.xp, self.options
         h, w = shape
-        self._pad_t = xp.empty((h + o.smooth_t - 1, w), dtype=xp.float32)
-        self._pad_f = xp.empty((h, w + o.smooth_f - 1), dtype=xp.float32)
+        self._cum = xp.empty((2 * h + 1, w), dtype=xp.float32)  # running sum along time, padded
         self._along_t = xp.empty((h, w), dtype=xp.float32)
         self._along_f = xp.empty((h, w), dtype=xp.float32)
+        self._seed = xp.empty((h, w), dtype=bool)
+        self._grow = xp.empty((h, w), dtype=bool)
+        self._tmp = xp.empty((h, w), dtype=bool)
+        self._mask = xp.empty((h, w), dtype=bool)
+        self._labels = np.empty((h, w), dtype=np.int32)
+        self._residual = np.empty((h, w), dtype=np.float32)  # raw image minus floor, host
         window = max(3, round(o.baseline_window_frac * w) | 1)  # odd, so centred
         self._baseline_window = min(window, w if w % 2 else w - 1) if w >= 3 else 1
         self._shape = shape
 
     # --- the work -----------------------------------------------------------------------------
-    def _box_mean(self, image: Any, k: int, axis: int, pad: Any, out: Any) -> Any:
-        """Running mean of length ``k`` along ``axis``, edges replicated; sliced adds into buffers."""
-        xp = self.xp
+    def _mean_t(self, image: Any, k: int) -> Any:
+        """Running mean of ``k`` rows, edges replicated, into a preallocated buffer.
+
+        Short windows: ``k - 1`` sliced adds. Long ones (many rows per slice at low sample
+        rates): a running sum row by row and one difference; NumPy's ``cumsum`` along the
+        outer axis is an order of magnitude slower than either.
+        """
+        xp, out = self.xp, self._along_t
+        h = image.shape[0]
         if k <= 1:
             xp.copyto(out, image)
             return out
-        before, n = k // 2, image.shape[axis]
-        if axis == 0:
-            pad[before : before + n] = image
-            pad[:before] = image[:1]
-            pad[before + n :] = image[-1:]
-            xp.copyto(out, pad[0:n])
-            for j in range(1, k):
-                xp.add(out, pad[j : j + n], out=out)
-        else:
-            pad[:, before : before + n] = image
-            pad[:, :before] = image[:, :1]
-            pad[:, before + n :] = image[:, -1:]
-            xp.copyto(out, pad[:, 0:n])
-            for j in range(1, k):
-                xp.add(out, pad[:, j : j + n], out=out)
+        if k <= _SLICED_MAX:
+            _sliced_mean(xp, image, k, 0, out)
+            return out
+        before = k // 2
+        cum = self._cum[: h + k]
+        cum[0] = 0.0
+        cum[1 + before : 1 + before + h] = image
+        cum[1 : 1 + before] = image[:1]
+        cum[1 + before + h :] = image[-1:]
+        for i in range(1, h + k):
+            xp.add(cum[i - 1], cum[i], out=cum[i])
+        xp.subtract(cum[k : k + h], cum[:h], out=out)
         out *= np.float32(1.0 / k)
         return out
 
-    def _floor_baseline(self, smooth: Any) -> Any:
-        """Per-column noise floor: low percentile over time, running median across frequency."""
-        xp, o = self.xp, self.options
-        sample = xp.ascontiguousarray(smooth[:: o.stats_stride].T)  # columns contiguous: fast partition
+    def _mean_f(self, image: Any, k: int) -> Any:
+        """Running mean of ``k`` columns, edges replicated, into a preallocated buffer."""
+        if k <= 1:
+            self.xp.copyto(self._along_f, image)
+        else:
+            _sliced_mean(self.xp, image, k, 1, self._along_f)
+        return self._along_f
+
+    def _floor_baseline(self, smooth: Any) -> np.ndarray:
+        """Per-column noise floor (host float32): low percentile over time, running median across."""
+        o = self.options
+        sample = self._to_host(smooth[:: o.stats_stride]).T.copy()  # columns contiguous: fast partition
         n = sample.shape[1]
         k = min(n - 1, int(o.baseline_percentile / 100.0 * (n - 1)))
-        column_floor = xp.partition(sample, k, axis=1)[:, k]
-        if self._baseline_window <= 1:
-            return column_floor
-        return self._ndi.median_filter(column_floor, size=self._baseline_window, mode="reflect")
+        column_floor = np.partition(sample, k, axis=1)[:, k]
+        if self._baseline_window > 1:
+            column_floor = scipy.ndimage.median_filter(
+                column_floor, size=self._baseline_window, mode="reflect"
+            )
+        return column_floor.astype(np.float32)
+
+    def _stats(self, x: Any, baseline: np.ndarray) -> tuple[float, float, np.ndarray]:
+        """Median, robust sigma (median − 15.87th percentile) and the sample of ``x`` − floor."""
+        s = self.options.stats_stride
+        sample = (self._to_host(x[::s, ::s]) - baseline[None, ::s]).ravel()
+        n = sample.size
+        k16, k50 = int(_Q16 / 100.0 * (n - 1)), (n - 1) // 2
+        part = np.partition(sample, (k16, k50))
+        mu = float(part[k50])
+        return mu, max(mu - float(part[k16]), 1e-6), sample
 
     @staticmethod
     def _otsu(values: np.ndarray) -> float:
@@ -226,90 +321,142 @@ class EnergyDetector:
         between[~np.isfinite(between)] = 0.0
         return float(centres[int(np.argmax(between))])
 
+    def _thresholds(self, x: Any, baseline: np.ndarray) -> tuple[Any, Any]:
+        """Per-column seed and grow levels (on ``xp``) for one smoothed image."""
+        o = self.options
+        mu, sigma, sample = self._stats(x, baseline)
+        seed = max(o.seed_sigma * sigma, self._min_seed)
+        if o.method == "otsu":
+            seed = max(seed, self._otsu(sample) - mu)
+        grow = max(o.grow_sigma * sigma, self._min_grow)
+        xp = self.xp
+        return xp.asarray(baseline + np.float32(mu + seed)), xp.asarray(baseline + np.float32(mu + grow))
+
     def _close(self, mask: Any) -> Any:
         """Binary closing with a rectangle; outside the image counts as set so edges don't erode.
 
-        Separable sliced OR/AND passes: several times faster than ndimage's generic binary
-        morphology on a 1024×1024 mask.
+        Separable sliced OR/AND passes in preallocated buffers: several times faster than
+        ndimage's generic binary morphology on a 1024×1024 mask.
         """
-        o = self.options
+        o, a, b = self.options, mask, self._tmp
         for axis, k in ((0, o.closing_t), (1, o.closing_f)):
             if k > 1:
-                mask = _sweep(self.xp, mask, k, axis, k // 2, grow=True)
-                mask = _sweep(self.xp, mask, k, axis, k - 1 - k // 2, grow=False)
-        return mask
+                _sweep(a, b, k, axis, k // 2, grow=True)
+                _sweep(b, a, k, axis, k - 1 - k // 2, grow=False)
+        return a
 
-    def propose(self, image: Any, dc_column: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def _label(self, mask: np.ndarray, labels: np.ndarray) -> int:
+        """Connected components, with always-on columns (carriers) labelled apart from bursts.
+
+        A carrier runs the whole frame, so every burst whose skirt touches it would join one
+        giant component. Columns set in at least ``carrier_fraction`` of the rows (widened by
+        the smoothing and closing reach, which spread a carrier sideways) are labelled on their
+        own; the bursts are labelled without them, bridged across a carrier where a burst sits
+        on both sides of it (a wideband burst over a carrier stays one box).
+        """
+        o = self.options
+        h, w = mask.shape
+        occupied = np.count_nonzero(mask, axis=0) >= o.carrier_fraction * h
+        if o.carrier_fraction >= 1.0 or not occupied.any():
+            return int(scipy.ndimage.label(mask, output=labels))
+        reach = o.smooth_f // 2 + o.closing_f // 2
+        carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
+        bursts = mask.copy()
+        bursts[:, carrier] = False
+        # Bridge each run of carrier columns [a, b) where the burst mask is set on both sides.
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], carrier.view(np.int8), [0]))))
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            if a > 0 and b < w:
+                both = mask[:, a - 1] & mask[:, b]
+                bursts[:, a:b] = both[:, None] & mask[:, a:b]
+        n_bursts = int(scipy.ndimage.label(bursts, output=labels))
+        # Carriers stay whole; a bridged burst keeps its pixels on both sides, so its box still
+        # spans the carrier.
+        carriers = mask & carrier[None, :]
+        carrier_labels, n_carriers = scipy.ndimage.label(carriers)
+        labels[carriers] = carrier_labels[carriers] + n_bursts
+        return n_bursts + int(n_carriers)
+
+    def propose(
+        self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pixel boxes ``(N, 4)`` as ``x0, y0, x1, y1`` (float64, host) and scores ``(N,)``.
 
         Best scores first, at most ``max_detections``, scores ≥ the detector's threshold.
         ``dc_column``: the column of the centre frequency (for the DC guard), or None.
+        ``rows_per_slice``: image rows per STFT slice (:func:`frame_rows_per_slice`); None
+        measures it from the image.
         """
-        xp, o, ndi = self.xp, self.options, self._ndi
+        xp, o = self.xp, self.options
         image = xp.asarray(image, dtype=xp.float32)
         if image.ndim != 2 or min(image.shape) < 1:
             return np.zeros((0, 4)), np.zeros(0)
         if self._shape != image.shape:
             self._allocate(image.shape)
+        h, w = image.shape
+        if rows_per_slice is None:
+            rows_per_slice = measured_rows_per_slice(image)
+        rows = max(1.0, float(rows_per_slice))  # < 1: several slices per row, rows independent
         # Two matched smoothings: along time (long narrow carriers) and along frequency (short
         # wideband pulses); a pixel counts when either stands out from its own noise.
-        along_t = self._box_mean(image, o.smooth_t, 0, self._pad_t, self._along_t)
-        along_f = self._box_mean(image, o.smooth_f, 1, self._pad_f, self._along_f)
+        along_t = self._mean_t(image, min(h, max(1, round(o.smooth_t * rows))))
+        along_f = self._mean_f(image, min(w, o.smooth_f))
         baseline = self._floor_baseline(along_t)
-        seed_mask = grow_mask = None
-        centres = []
-        for residual in (along_t, along_f):
-            residual -= baseline[None, :]
-            sample = self._to_host(residual[:: o.stats_stride, :: o.stats_stride]).ravel()
-            q16, mu = (float(q) for q in np.percentile(sample, [15.87, 50.0]))
-            sigma = max(mu - q16, 1e-6)
-            seed = mu + max(o.seed_sigma * sigma, self._min_seed)
-            if o.method == "otsu":
-                seed = max(seed, self._otsu(sample))
-            grow = mu + max(o.grow_sigma * sigma, self._min_grow)
-            centres.append(mu)
-            residual -= np.float32(mu)  # now in "above the floor" units, for the score
-            seeds, grows = residual > seed - mu, residual > grow - mu
-            seed_mask = seeds if seed_mask is None else xp.logical_or(seed_mask, seeds)
-            grow_mask = grows if grow_mask is None else xp.logical_or(grow_mask, grows)
-        level = xp.maximum(along_t, along_f, out=along_t)
-        floor = self._to_host(baseline) + np.float32(centres[0])  # the raw image's floor, per column
-
-        mask = self._close(grow_mask)
-        labels, n = ndi.label(mask)
-        labels = self._to_host(labels)
-        seeded = np.unique(labels[self._to_host(seed_mask)])
-        seeded = seeded[seeded > 0]
-        if seeded.size == 0:
+        mu_raw, sigma_raw, _ = self._stats(image, baseline)
+        seed, grow, tmp = self._seed, self._grow, self._tmp
+        seed_t, grow_t = self._thresholds(along_t, baseline)
+        seed_f, grow_f = self._thresholds(along_f, baseline)
+        xp.greater(along_t, seed_t[None, :], out=seed)
+        xp.logical_or(seed, xp.greater(along_f, seed_f[None, :], out=tmp), out=seed)
+        xp.greater(along_t, grow_t[None, :], out=grow)
+        xp.logical_or(grow, xp.greater(along_f, grow_f[None, :], out=tmp), out=grow)
+        xp.copyto(self._mask, grow)
+        mask = self._to_host(self._close(self._mask))
+        labels = self._labels
+        n = self._label(mask, labels)
+        if n == 0:
             return np.zeros((0, 4)), np.zeros(0)
-        # Renumber the seeded components 1..k; everything else becomes background.
-        lut = np.zeros(n + 1, dtype=np.int32)
-        lut[seeded] = np.arange(1, seeded.size + 1, dtype=np.int32)
-        kept = lut[labels]
-        slices = scipy.ndimage.find_objects(kept)
-        flat = kept.ravel()
-        where = np.flatnonzero(flat)
-        ids = flat[where]
-        area = np.bincount(ids, minlength=seeded.size + 1)[1:]
-        sums = np.bincount(ids, weights=self._to_host(level).ravel()[where], minlength=seeded.size + 1)[1:]
 
+        # Per-component statistics over the masked pixels only (a small part of the frame).
+        host = self._to_host(image)
+        floor = baseline + np.float32(mu_raw)  # the raw image's floor, per column
+        residual = np.subtract(host, floor[None, :], out=self._residual)
+        where = np.flatnonzero(mask)
+        ids = labels.ravel()[where]
+        area = np.bincount(ids, minlength=n + 1)
+        excess = np.bincount(ids, weights=residual.ravel()[where], minlength=n + 1)
+        seeded = np.bincount(ids[self._to_host(seed).ravel()[where]], minlength=n + 1) > 0
+        mean = excess / np.maximum(area, 1)
+        # Integrated SNR: mean excess in pixel sigmas × sqrt(independent samples spanned).
+        z = mean / sigma_raw * np.sqrt(area / rows)
+        keep = (seeded | (z >= o.accept_sigma)) & (area >= o.min_area_px)
+        keep[0] = False
+        kept = np.flatnonzero(keep)
+        if kept.size == 0:
+            return np.zeros((0, 4)), np.zeros(0)
+        slices = scipy.ndimage.find_objects(labels, max_label=int(kept[-1]))
         boxes = np.array(
-            [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in slices], dtype=np.float64
+            [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in (slices[i - 1] for i in kept)],
+            dtype=np.float64,
         ).reshape(-1, 4)
-        snr_db = np.maximum(sums / np.maximum(area, 1) * self._unit_db, 0.0)
+        mean = mean[kept]
+        fits = (boxes[:, 3] - boxes[:, 1] >= o.min_time_px) & (boxes[:, 2] - boxes[:, 0] >= o.min_freq_px)
+        boxes, mean = boxes[fits], mean[fits]
+        if o.edge_fraction > 0 and boxes.shape[0]:
+            # The score is the mean over the trimmed box: the component itself carries the
+            # noise pixels that smoothing and closing added around narrow signals.
+            boxes, mean = _trim_edges(residual, boxes, o.edge_fraction)
+        if o.train_gap_slices > 0 and boxes.shape[0] > 1:
+            boxes, mean = _group_pulse_trains(
+                boxes, mean, max_rows=o.pulse_max_slices * rows, max_gap=o.train_gap_slices * rows
+            )
+        snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
-        keep = (
-            (boxes[:, 3] - boxes[:, 1] >= o.min_time_px)
-            & (boxes[:, 2] - boxes[:, 0] >= o.min_freq_px)
-            & (area >= o.min_area_px)
-            & (scores >= self.score_threshold)
-        )
-        boxes, scores = boxes[keep], scores[keep]
+        good = scores >= self.score_threshold
+        boxes, scores = boxes[good], scores[good]
         # Best first; ties broken by position so the output does not depend on label numbering.
         order = np.lexsort((boxes[:, 1], boxes[:, 0], -scores))[: o.max_detections]
         boxes, scores = boxes[order], scores[order]
-        if o.edge_fraction > 0 and boxes.shape[0]:
-            boxes = _trim_edges(self._to_host(image), floor, boxes, o.edge_fraction)
         if dc_column is not None and o.dc_guard_px > 0:
             lo, hi = math.floor(dc_column) - o.dc_guard_px, math.floor(dc_column) + o.dc_guard_px + 1
             outside = ~((boxes[:, 0] >= lo) & (boxes[:, 2] <= hi))
@@ -318,31 +465,35 @@ class EnergyDetector:
 
     def detect(self, frame: Frame) -> list[Detection]:
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        boxes, scores = self.propose(frame.image, dc_column)
+        boxes, scores = self.propose(frame.image, dc_column, frame_rows_per_slice(frame, self.options.hop))
         return [
             frame.detection(x0, y0, x1, y1, score=s, label="unknown", detector=self.name)
             for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist(), strict=True)
         ]
 
 
-def _trim_edges(image: np.ndarray, floor: np.ndarray, boxes: np.ndarray, fraction: float) -> np.ndarray:
+def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Pull each box's edges in to the first/last row and column whose mean over the box reaches
-    ``fraction`` of the profile's peak (unsmoothed image minus the per-column ``floor``).
+    ``fraction`` of the profile's peak (``residual``: the unsmoothed image minus its floor);
+    also return the mean of ``residual`` over each trimmed box.
 
     Smoothing and closing spread a strong signal's component by a pixel or more on each side,
     which matters for narrow carriers and short pulses; averaging the raw image along the
     other axis of the box makes the profile quiet enough to find the true edge. Only trims.
     """
     out = boxes.copy()
+    mean = np.empty(boxes.shape[0])
     for i, (x0, y0, x1, y1) in enumerate(boxes.astype(np.int64).tolist()):
-        region = image[y0:y1, x0:x1] - floor[None, x0:x1]
+        region = residual[y0:y1, x0:x1]
         # Frequency first, then time over the kept columns only, so a narrow carrier's time
         # profile is not diluted by the noise columns that smoothing added beside it.
         lo, hi = _trim_profile(region, 0, fraction)
         out[i, 0], out[i, 2] = x0 + lo, x0 + hi
-        lo, hi = _trim_profile(region[:, lo:hi], 1, fraction)
+        region = region[:, lo:hi]
+        lo, hi = _trim_profile(region, 1, fraction)
         out[i, 1], out[i, 3] = y0 + lo, y0 + hi
-    return out
+        mean[i] = float(region[lo:hi].mean())
+    return out, mean
 
 
 def _trim_profile(region: np.ndarray, axis: int, fraction: float) -> tuple[int, int]:
@@ -362,23 +513,96 @@ def _trim_profile(region: np.ndarray, axis: int, fraction: float) -> tuple[int, 
     return int(above[0]), int(above[-1]) + 1
 
 
-def _sweep(xp: Any, mask: Any, k: int, axis: int, before: int, grow: bool) -> Any:
-    """OR (grow) or AND (shrink) of ``k`` shifted copies of ``mask`` along ``axis``.
+def _sliced_mean(xp: Any, image: Any, k: int, axis: int, out: Any) -> None:
+    """Running mean of ``k`` (< the axis length) along ``axis`` into ``out``, edges replicated.
+
+    The interior is ``k - 1`` sliced adds straight from the image (no padded copy); the
+    ``k - 1`` edge rows (columns) are then redone from their clipped windows.
+    """
+    n = image.shape[axis]
+    before, after = k // 2, k - 1 - k // 2
+    k = min(k, n)
+
+    def part(a: int, b: int) -> Any:  # rows (columns) a..b-1 of image / out along axis
+        return image[a:b] if axis == 0 else image[:, a:b]
+
+    if axis == 0:
+        src, inner, m = image, out[before : n - after], n
+    else:
+        # Along rows, on the flattened frame: contiguous adds are several times faster than
+        # adds over column-offset 2-D views; the columns whose window wraps into the next
+        # row are the edge columns, redone below.
+        src, m = image.reshape(-1), image.size
+        inner = out.reshape(-1)[before : m - after]
+    xp.add(src[0 : m - k + 1], src[1 : m - k + 2], out=inner)
+    for j in range(2, k):
+        xp.add(inner, src[j : m - k + 1 + j], out=inner)
+    inner *= np.float32(1.0 / k)
+    edge = image[:1] if axis == 0 else image[:, :1]
+    for i in list(range(before)) + list(range(n - after, n)):
+        lo, hi = i - before, i + after + 1
+        total = part(max(lo, 0), min(hi, n)).sum(axis=axis, keepdims=True)
+        if lo < 0:
+            total += -lo * edge
+        if hi > n:
+            total += (hi - n) * (image[-1:] if axis == 0 else image[:, -1:])
+        if axis == 0:
+            out[i : i + 1] = total * np.float32(1.0 / k)
+        else:
+            out[:, i : i + 1] = total * np.float32(1.0 / k)
+
+
+def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> None:
+    """``out`` = OR (grow) or AND (shrink) of ``k`` shifted copies of ``src`` along ``axis``.
 
     Output ``i`` combines inputs ``i - before .. i - before + k - 1``; beyond the edge counts as
-    unset when growing and as set when shrinking.
+    unset when growing and as set when shrinking, so a shift simply skips the rows (columns)
+    it would take from outside.
     """
-    n = mask.shape[axis]
-    shape = list(mask.shape)
-    shape[axis] = n + k - 1
-    padded = xp.full(shape, not grow, dtype=bool)
-    index = [slice(None)] * mask.ndim
-    index[axis] = slice(before, before + n)
-    padded[tuple(index)] = mask
-    index[axis] = slice(0, n)
-    out = padded[tuple(index)].copy()
-    combine = xp.logical_or if grow else xp.logical_and
-    for j in range(1, k):
-        index[axis] = slice(j, j + n)
-        combine(out, padded[tuple(index)], out=out)
-    return out
+    n = src.shape[axis]
+    out[...] = src
+    combine = np.logical_or if grow else np.logical_and
+    for j in range(k):
+        shift = j - before  # out[i] takes src[i + shift]
+        if shift == 0 or abs(shift) >= n:
+            continue
+        if shift > 0:
+            dst, take = slice(0, n - shift), slice(shift, n)
+        else:
+            dst, take = slice(-shift, n), slice(0, n + shift)
+        if axis == 0:
+            combine(out[dst], src[take], out=out[dst])
+        else:
+            combine(out[:, dst], src[:, take], out=out[:, dst])
+
+
+def _group_pulse_trains(
+    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join pulses that repeat at one frequency into one box per train (see the module docstring).
+
+    Greedy in time order: a pulse joins the first open train it overlaps in frequency by at
+    least half the narrower of the two and follows within ``max_gap`` rows. Other boxes pass.
+    """
+    short = (boxes[:, 3] - boxes[:, 1]) <= max_rows
+    if np.count_nonzero(short) < 2:
+        return boxes, mean
+    pulses = np.flatnonzero(short)
+    pulses = pulses[np.argsort(boxes[pulses, 1], kind="stable")]
+    trains: list[list[int]] = []
+    spans: list[np.ndarray] = []  # x0, y0, x1, y1 of each train so far
+    for i in pulses:
+        x0, y0, x1, y1 = boxes[i]
+        for members, span in zip(trains, spans, strict=True):
+            overlap = min(x1, span[2]) - max(x0, span[0])
+            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and y0 - span[3] <= max_gap:
+                members.append(i)
+                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
+                break
+        else:
+            trains.append([i])
+            spans.append(boxes[i].copy())
+    keep = np.flatnonzero(~short)
+    out_boxes = [boxes[keep], np.array(spans).reshape(-1, 4)]
+    out_mean = [mean[keep], np.array([mean[m].mean() for m in trains])]
+    return np.concatenate(out_boxes), np.concatenate(out_mean)
