@@ -49,14 +49,18 @@ def _resolve(cfg: DetectorConfig, dirs: list[Path], suffixes: Sequence[str]) -> 
         raise ModelError(f"detector {cfg.name!r}: {exc}") from exc
 
 
-def _energy(cfg: DetectorConfig, xp: Any, options: Any = None) -> Any:
-    from rfstream.detect.energy import EnergyDetector
+def _energy(cfg: DetectorConfig, spectrogram_cfg: SpectrogramConfig, xp: Any, options: Any = None) -> Any:
+    """The energy detector, or a two-stage detector's energy stage (``options`` given).
 
+    The spectrogram's dB scale and hop fix the detector's margins and frame geometry.
+    """
+    from rfstream.detect.energy import EnergyDetector, EnergyOptions
+
+    geometry = {"dynamic_range_db": spectrogram_cfg.dynamic_range_db, "hop": spectrogram_cfg.hop}
     if options is None:
-        return EnergyDetector.from_config(cfg, xp=xp)
-    from rfstream.detect.energy import EnergyOptions
-
-    parsed = parse_options(EnergyOptions, options, f"detectors.{cfg.name}.options.energy")
+        return EnergyDetector.from_config(cfg, xp=xp, **geometry)
+    where = f"detectors.{cfg.name}.options.energy"
+    parsed = parse_options(EnergyOptions, {**geometry, **options}, where)
     return EnergyDetector(f"{cfg.name}.energy", parsed, priority=cfg.priority, score_threshold=0.0, xp=xp)
 
 
@@ -71,7 +75,7 @@ def build_detector(
     xp = backend.xp if backend is not None else __import__("numpy")
     where = f"detectors.{cfg.name}.options"
     if cfg.kind == "energy":
-        return _energy(cfg, xp)
+        return _energy(cfg, spectrogram_cfg, xp)
     if cfg.kind == "two_stage":
         from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
 
@@ -83,7 +87,7 @@ def build_detector(
         check_compatible(meta, spectrogram_cfg, labels_kept=cfg.labels)
         return TwoStageDetector(
             cfg.name,
-            _energy(cfg, xp, energy_options),
+            _energy(cfg, spectrogram_cfg, xp, energy_options),
             resolved.path,
             meta=meta,
             options=parsed,
