@@ -107,6 +107,7 @@ class PublishConfig:
     allow_remote: bool = False  # binding to a non-loopback address needs this (and CURVE keys)
     curve_secret_key: str = ""  # path to the server's secret key file (rfstream keys generate)
     curve_authorized_keys: str = ""  # directory of clients' public key files
+    annotations: str = ""  # write detections as SigMF annotations to this .sigmf-meta at shutdown
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,13 @@ class RuntimeConfig:
     log_level: str = "info"
     watchdog: bool = True  # feed systemd's watchdog while chunks flow
     metrics_endpoint: str = ""  # host:port for Prometheus; "" disables
+    watchdog_stall_s: float = 0.0  # no chunk done for this long stops the watchdog; 0: auto
+    # load shedding in live runs (see rfstream/pipeline.py, DegradePolicy)
+    degrade: bool = True  # step through the degrade levels when overruns persist
+    degrade_load_high: float = 0.8  # processing cost / chunk period that counts as overload
+    degrade_load_low: float = 0.5  # ... and below which load has fallen
+    degrade_up_chunks: int = 5  # overloaded chunks in a row before stepping up a level
+    degrade_down_chunks: int = 25  # calm chunks in a row before stepping down (doubles when it flaps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +165,18 @@ _POSITIVE = {
     "publish.spectrogram_decimate",
     "runtime.deadline_ms",
     "runtime.queue_depth",
+    "runtime.degrade_load_high",
+    "runtime.degrade_load_low",
+    "runtime.degrade_up_chunks",
+    "runtime.degrade_down_chunks",
 }
-_NON_NEGATIVE = {"source.channel", "source.sample_rate_hz", "source.bandwidth_hz", "runtime.workers"}
+_NON_NEGATIVE = {
+    "source.channel",
+    "source.sample_rate_hz",
+    "source.bandwidth_hz",
+    "runtime.workers",
+    "runtime.watchdog_stall_s",
+}
 _UNIT_INTERVAL = {"merge.iou_threshold", "tracker.smoothing"}
 
 
@@ -261,9 +279,25 @@ def _validate(cfg: Config) -> None:
         if det.name in seen:
             raise _fail(f"detectors.{i}.name", f"duplicate detector name {det.name!r}")
         seen.add(det.name)
+    rt = cfg.runtime
+    if rt.degrade_load_low >= rt.degrade_load_high:
+        raise _fail(
+            "runtime.degrade_load_low",
+            f"must be below runtime.degrade_load_high ({rt.degrade_load_high}), got {rt.degrade_load_low}",
+        )
+    if rt.metrics_endpoint and not _host_port(rt.metrics_endpoint):
+        raise _fail("runtime.metrics_endpoint", f"expected HOST:PORT, got {rt.metrics_endpoint!r}")
     sp = cfg.spectrogram
     if sp.hop > sp.nfft:
         raise _fail("spectrogram.hop", f"must be <= spectrogram.nfft ({sp.nfft}), got {sp.hop}")
+
+
+def _host_port(text: str) -> tuple[str, int] | None:
+    """``"127.0.0.1:9108"`` / ``"[::1]:9108"`` -> (host, port), or None when it is not one."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return None
+    return host.strip("[]"), int(port)
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
