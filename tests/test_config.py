@@ -86,3 +86,10 @@ def test_detector_overrides_and_round_trip():
     assert cfg.detectors[0].priority == 3
     tree = to_tree(cfg)
     assert tree["detectors"][0]["priority"] == 3
+
+
+@pytest.mark.parametrize("name", ["jetson.toml", "workstation.toml"])
+def test_hardware_profiles_are_valid(name):
+    cfg = load_config(SHIPPED.parent / name, environ={})
+    assert cfg.source.kind == "soapy"
+    assert [d.name for d in cfg.detectors] == ["energy", "frame", "classifier"]
