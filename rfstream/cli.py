@@ -229,14 +229,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
             )
         )
     started = time.monotonic()
-    summary = run_pipeline(
-        cfg,
-        sinks=_publisher_sinks(cfg),
-        sink_factories=factories,
-        lossless=not cfg.source.realtime,
-        progress=_interactive(args),
-        config_path=args.config,
-    )
+    if cfg.source.realtime:
+        # Paced like a live source: the daemon's runtime (notify, watchdog, signals, SIGHUP, health).
+        from rfstream.daemon import Daemon
+
+        summary = Daemon(cfg, config_path=args.config, sink_factories=factories).run()
+    else:
+        summary = run_pipeline(
+            cfg,
+            sinks=_publisher_sinks(cfg),
+            sink_factories=factories,
+            lossless=True,
+            progress=_interactive(args),
+            config_path=args.config,
+        )
     if not args.quiet:
         _print_summary(summary, started=started)
         if args.annotate:
@@ -460,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
         verbs, "train", "rfstream.train.cli", "train the shipped models (needs the 'train' extra)"
     )
     _add_plugin_verb(verbs, "models", "rfstream.detect.models_cli", "list, inspect and build models")
+    _add_plugin_verb(
+        verbs, "proxy", "rfstream.sinks.proxy", "forward many rfstream publishers to one endpoint (XSUB/XPUB)"
+    )
     return parser
 
 

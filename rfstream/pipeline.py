@@ -71,7 +71,20 @@ class DeadlinePolicy:
         self._cost_ns = 0.0
 
     def should_shed(self, chunk: Chunk, now_ns: int) -> bool:
-        return self.may_shed and now_ns + self._cost_ns > chunk.arrived_ns + self.deadline_ns
+        """Shed a chunk that waited too long to make its deadline.
+
+        Only while an average chunk *can* make it: when the cost alone exceeds the deadline,
+        every chunk is late however fresh, and shedding them all would stop results (and
+        the cost estimate, which only processed chunks update) for good; the degrade policy
+        handles that overload instead. Each shed also lets the estimate decay, so one slow
+        outlier does not keep shedding.
+        """
+        if not self.may_shed or self._cost_ns >= self.deadline_ns:
+            return False
+        if now_ns + self._cost_ns > chunk.arrived_ns + self.deadline_ns:
+            self._cost_ns *= 0.9
+            return True
+        return False
 
     def finished(self, chunk: Chunk, started_ns: int, done_ns: int) -> bool:
         """Record a processed chunk; True when it was late."""
@@ -99,8 +112,9 @@ class DegradePolicy:
     ``down_after`` calm chunks in a row (``load < low``, nothing late) it steps
     down. Each level is judged on its own costs (the mean restarts at a
     change), and a step down that is undone before it has held ``down_after``
-    chunks doubles the calm needed next time (up to 8×), so the level does not
-    flap between a level that is too slow and one that is fast enough.
+    chunks doubles the calm needed next time (up to 8×, back to the configured
+    value once level 0 has held that long), so the level does not flap between
+    a level that is too slow and one that is fast enough.
 
     ``levels``: the levels that do something here (e.g. no level 1 when all
     detectors share one priority); the policy steps only through those.
@@ -153,6 +167,8 @@ class DegradePolicy:
             self._since_down += 1
             if self._since_down >= self.down_after:
                 self._since_down = None  # the step down held
+                if self.level == 0:
+                    self.down_after = self.base_down_after
         overloaded = self.load > self.high or sum(self._late) >= self.late_limit
         calm = self.load < self.low and not any(self._late)
         self._over = self._over + 1 if overloaded else 0
@@ -165,10 +181,7 @@ class DegradePolicy:
             return self._change(self.levels[index + 1])
         if self._calm >= self.down_after and index > 0:
             self._since_down = 0
-            level = self._change(self.levels[index - 1])
-            if level == 0:
-                self.down_after = self.base_down_after
-            return level
+            return self._change(self.levels[index - 1])
         return None
 
     def _change(self, level: int) -> int:

@@ -267,7 +267,9 @@ def test_non_loopback_bind_refused_without_allow_remote(ctx, endpoint):
 def test_loopback_spellings_and_allow_remote_bind(ctx):
     for endpoint in ("tcp://localhost:*", "tcp://[::1]:*", "tcp://127.0.0.2:*"):
         ZmqPublisher(PublishConfig(endpoint=endpoint), context=ctx).close()
-    ZmqPublisher(PublishConfig(endpoint="tcp://0.0.0.0:*", allow_remote=True), context=ctx).close()
+    # Beyond this host, allow_remote alone is not enough: publishing needs CURVE keys too.
+    with pytest.raises(ConfigError, match=r"publish\.curve_secret_key"):
+        ZmqPublisher(PublishConfig(endpoint="tcp://0.0.0.0:*", allow_remote=True), context=ctx)
 
 
 def test_late_joiner_gets_a_snapshot_of_live_tracks(ctx, pub):
@@ -380,7 +382,16 @@ def test_curve_encrypts_and_authenticates(tmp_path, ctx):
 
     with pytest.raises(SinkError, match="curve_secret_key"):
         ZmqPublisher(
-            PublishConfig(endpoint="tcp://127.0.0.1:*", curve_secret_key=str(server_public)), context=ctx
+            PublishConfig(
+                endpoint="tcp://127.0.0.1:*",
+                curve_secret_key=str(server_public),  # a public key where the secret one belongs
+                curve_authorized_keys=str(allowed),
+            ),
+            context=ctx,
+        )
+    with pytest.raises(ConfigError, match="curve_authorized_keys"):  # encryption without a client list
+        ZmqPublisher(
+            PublishConfig(endpoint="tcp://127.0.0.1:*", curve_secret_key=str(server_secret)), context=ctx
         )
 
 

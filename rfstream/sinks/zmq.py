@@ -216,7 +216,10 @@ class ZmqPublisher:
     """The ZeroMQ sink. Thread-safe: one lock around the socket, held only for NOBLOCK sends."""
 
     def __init__(self, cfg: PublishConfig, *, context: zmq.Context | None = None) -> None:
+        from rfstream.sinks.security import check_publish_security  # imports this module
+
         check_endpoint(cfg.endpoint, allow_remote=cfg.allow_remote)
+        check_publish_security(cfg)
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
         self._auth: Any = None
@@ -246,7 +249,8 @@ class ZmqPublisher:
             raise
         self._packer = msgpack.Packer(default=_pack_extra, use_bin_type=True)
         self._lock = threading.Lock()
-        self._decimate = cfg.spectrogram_decimate if cfg.spectrogram else 0  # 0: not published
+        self._configured_decimate = cfg.spectrogram_decimate if cfg.spectrogram else 0
+        self._decimate = self._configured_decimate  # 0: not published
         self._live: dict[int, Track] = {}
         self._last_seq = -1
         self._sent = 0
@@ -290,6 +294,10 @@ class ZmqPublisher:
             payload.update((k, v) for k, v in health.items() if k != "v")
             payload.setdefault("publish", {"sent": self._sent, "dropped": self._dropped})
             self._send(TOPIC_HEALTH, payload)
+
+    def set_spectrogram(self, enabled: bool) -> None:
+        """Turn the spectrogram topic off (load shedding) or back to its configured state."""
+        self._decimate = self._configured_decimate if enabled else 0
 
     def stats(self) -> dict[str, int]:
         """Messages handed to ZeroMQ, and messages it refused (dropped, never waited for)."""

@@ -1,0 +1,424 @@
+"""The live runtime: ``rfstream run`` (an SDR) and ``rfstream replay --realtime`` (a recording as if live).
+
+One :class:`Daemon` owns a run from start to exit::
+
+    checks (endpoint policy, CURVE) -> Prometheus endpoint -> publisher -> detectors (warm) -> source
+    -> Pipeline (live mode) on the main thread, a control thread beside it
+
+- systemd: ``READY=1`` once the models are warm and the first chunk has been
+  handled; ``WATCHDOG=1`` (with ``STATUS=`` live rates) only while chunks keep
+  completing, excused while the SDR is being reopened; ``STOPPING=1`` at stop.
+  Without ``NOTIFY_SOCKET`` all of it is a no-op.
+- SIGTERM/SIGINT: the source stops, the chunk in flight finishes (queued ones
+  for up to a second, then they are shed), the sinks flush, exit 0.
+- SIGHUP: the config file is read again; detector and merge settings are
+  rebuilt and swapped in at a chunk boundary without dropping the stream. A bad
+  file keeps the running config and logs why in one line; changes that need a
+  restart (source, spectrogram, publish, tracker, most of runtime) are logged.
+- Fatal trouble (no device, endpoint in use, model missing, bad config) ends
+  the run with one log line, one ``rfstream: error:`` line on stderr (the CLI)
+  and a non-zero exit, so systemd restarts the unit.
+
+Signal handlers only set flags; the control thread does the work (stopping the
+source joins its reader; a reload builds and warms models), so the processing
+thread is never interrupted by it.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from rfstream.config import Config, load_config
+from rfstream.config import replace as replace_config
+from rfstream.errors import FatalError, RfstreamError
+from rfstream.pipeline import Pipeline, RunSummary
+from rfstream.runtime.metrics import Metrics
+from rfstream.runtime.watchdog import Notifier, Watchdog
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = structlog.get_logger(__name__)
+
+# Sections a SIGHUP can apply without a restart; any other difference is only logged.
+RELOADABLE = ("detectors", "merge")
+_RUNTIME_RELOADABLE = frozenset({"log_level"})
+
+
+def run_daemon(
+    cfg: Config,
+    *,
+    config_path: str | None = None,
+    sink_factories: Sequence[Callable[[Any], Any]] = (),
+    notifier: Notifier | None = None,
+) -> int:
+    """Run until the source ends or a signal stops it; 0 on a clean stop (the CLI's ``run``).
+
+    A FatalError is logged in one line and raised on for the CLI to print and exit with.
+    """
+    try:
+        Daemon(cfg, config_path=config_path, sink_factories=sink_factories, notifier=notifier).run()
+    except FatalError as exc:
+        log.error("fatal", error=str(exc), kind=type(exc).__name__)
+        raise
+    return 0
+
+
+class _Rates:
+    """Chunks per second between two STATUS lines."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._last = (time.monotonic(), 0)
+
+    def chunks_per_s(self) -> float:
+        now, done = time.monotonic(), self._metrics.counters["chunks_processed"]
+        then, before = self._last
+        self._last = (now, done)
+        return (done - before) / (now - then) if now > then else 0.0
+
+
+class Daemon:
+    """One live run; ``run()`` returns the pipeline's summary. See the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        config_path: str | None = None,
+        sink_factories: Sequence[Callable[[Any], Any]] = (),
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self._sink_factories = list(sink_factories)
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.metrics = Metrics()
+        self.pipeline: Pipeline | None = None
+        self._wake = threading.Event()
+        self._stop_requested = False
+        self._reload_requested = False
+        self._handled = 0  # chunks handled (processed or shed); READY=1 after the first
+        self._ready = False
+        self._done = threading.Event()
+        self._rates = _Rates(self.metrics)
+        self._exporter: Any = None  # the Prometheus endpoint, served until the very end
+        self._watchdog: Any = None
+        self._pinned = _pinned_overrides(cfg, config_path)
+
+    # --- building ------------------------------------------------------------------------------
+    def _open(self, stack: list[Any]) -> Pipeline:
+        """Everything the run needs, in the order that fails fastest and cheapest."""
+        from rfstream import cli
+        from rfstream.dsp.backend import get_backend
+        from rfstream.sinks.security import check_publish_security
+        from rfstream.sources import open_source
+
+        cfg = self.cfg
+        check_publish_security(cfg.publish)
+        if cfg.runtime.metrics_endpoint:
+            from rfstream.runtime.prometheus import PrometheusExporter
+
+            self._exporter = PrometheusExporter(self.metrics, cfg.runtime.metrics_endpoint).start()
+        sinks: list[Any] = []
+        if cfg.publish.endpoint:
+            from rfstream.sinks.zmq import ZmqPublisher
+
+            publisher = ZmqPublisher(cfg.publish)
+            stack.append(publisher)
+            sinks.append(publisher)
+            self.metrics.extra["publish"] = publisher.stats
+        backend = get_backend(cfg.spectrogram.backend)
+        detectors = cli.build_detectors(cfg, self._config_dir())  # warmed up: READY means ready
+        stack.append(_Closer(detectors))
+        source = open_source(cfg.source)
+        stack.append(source)
+        stats = getattr(source, "stats", None)
+        if callable(stats):
+            self.metrics.extra["source"] = stats
+        if hasattr(source, "device_state"):
+            self.metrics.device_state_fn = lambda: source.device_state
+        extra = [self._annotation_writer(source)] if cfg.publish.annotations else []
+        stack.extend(extra)
+        for make in self._sink_factories:
+            extra.append(make(source.info))
+            stack.append(extra[-1])
+        sinks.extend(extra)
+        stack.clear()  # from here on the pipeline owns and closes everything
+        pipeline = Pipeline(
+            cfg, source, detectors, sinks, backend=backend, lossless=False, metrics=self.metrics
+        )
+        pipeline.heartbeat = self._chunk_handled
+        return pipeline
+
+    def _annotation_writer(self, source: Any) -> Any:
+        from rfstream.sinks.sigmf_annotations import AnnotationWriter
+
+        path = self.cfg.source.path
+        recording = (
+            path
+            if self.cfg.source.kind == "sigmf" and path.endswith((".sigmf-meta", ".sigmf-data"))
+            else None
+        )
+        return AnnotationWriter(
+            Path(recording).with_suffix(".sigmf-meta") if recording else None,
+            Path(self.cfg.publish.annotations),
+            sample_rate_hz=source.info.sample_rate_hz,
+            center_freq_hz=source.info.center_freq_hz,
+            description=source.info.description,
+        )
+
+    def _config_dir(self) -> Path | None:
+        return Path(self.config_path).parent if self.config_path else None
+
+    # --- running -------------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        stack: list[Any] = []
+        try:
+            self.pipeline = self._open(stack)
+        except BaseException:
+            for item in reversed(stack):  # what was opened before the failure
+                _close_quietly(item)
+            if self._exporter is not None:
+                self._exporter.close()
+            raise
+        pipeline = self.pipeline
+        self._watchdog = watchdog = Watchdog(
+            self.notifier,
+            stall_after_s=self._stall_after_s(),
+            status=self.status_line,
+            waiting=lambda: self._device_state() == "reopening",
+        )
+        previous = self._install_signals()
+        control = threading.Thread(target=self._control, name="rfstream-control", daemon=True)
+        control.start()
+        log.info(
+            "started",
+            source=pipeline.source.info.description,
+            rate_hz=pipeline.source.info.sample_rate_hz,
+            detectors=list(pipeline.fanout.enabled),
+            endpoint=self.cfg.publish.endpoint or None,
+        )
+        summary: RunSummary | None = None
+        try:
+            if self.cfg.runtime.watchdog:
+                watchdog.start()
+            summary = pipeline.run()
+        finally:
+            self._done.set()
+            self._wake.set()
+            watchdog.stop()
+            self.notifier.stopping()
+            control.join(timeout=5.0)
+            self._restore_signals(previous)
+            self.notifier.close()
+            if self._exporter is not None:
+                self._exporter.close()
+        self._log_accounting(summary.health, interrupted=summary.interrupted)
+        return summary
+
+    def _stall_after_s(self) -> float:
+        if self.cfg.runtime.watchdog_stall_s > 0:
+            return self.cfg.runtime.watchdog_stall_s
+        # a few chunk periods, and never less than two deadlines: slow but alive is not stalled
+        return max(2.0, 5 * self.cfg.source.chunk_ms / 1e3, 2 * self.cfg.runtime.deadline_ms / 1e3)
+
+    def _device_state(self) -> str:
+        fn = self.metrics.device_state_fn
+        return fn() if fn is not None else self.metrics.device_state
+
+    def _chunk_handled(self) -> None:
+        self._watchdog.chunk_done()
+        self._handled += 1
+        if not self._ready:
+            self._wake.set()  # the control thread sends READY=1 off the processing thread
+
+    def status_line(self) -> str:
+        """The STATUS= text: live rates, degrade level, device state."""
+        h = self.metrics
+        rate = self._rates.chunks_per_s()
+        total = h.stages.get("end_to_end")
+        p95 = total.percentiles((95,))["p95"] if total is not None else 0.0
+        c = h.counters
+        return (
+            f"{rate:.1f} chunks/s, RTF {h.realtime_factor:.2f}, p95 {p95:.0f} ms, "
+            f"shed {c['chunks_shed']}, lost {c['samples_lost_overflow']} samples, "
+            f"degrade {h.degrade_level}, device {self._device_state()}"
+        )
+
+    # --- signals and the control thread --------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}  # signals go to the main thread; embedded use stops the daemon by stop()
+        previous = {}
+        for sig, handler in (
+            (signal.SIGTERM, self._on_stop),
+            (signal.SIGINT, self._on_stop),
+            (signal.SIGHUP, self._on_reload),
+        ):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    @staticmethod
+    def _restore_signals(previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def _on_stop(self, signum: int, _frame: Any) -> None:
+        self._stop_requested = True
+        self._wake.set()
+
+    def _on_reload(self, signum: int, _frame: Any) -> None:
+        self._reload_requested = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the run as SIGTERM would (thread-safe)."""
+        self._stop_requested = True
+        self._wake.set()
+
+    def reload(self) -> None:
+        """Reload the config file as SIGHUP would (thread-safe)."""
+        self._reload_requested = True
+        self._wake.set()
+
+    def _control(self) -> None:
+        stopping = False
+        while not self._done.is_set():
+            self._wake.wait(0.25)
+            self._wake.clear()
+            if self._stop_requested and not stopping:
+                stopping = True
+                log.info("stopping", reason="signal")
+                self.notifier.stopping()
+                assert self.pipeline is not None
+                self.pipeline.stop()
+            if not self._ready and self._handled and not stopping:
+                self._ready = True
+                self.notifier.ready(status=self.status_line())
+                log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
+            if self._reload_requested and not stopping:
+                self._reload_requested = False
+                self._reload()
+
+    def _reload(self) -> None:
+        from rfstream import cli
+
+        assert self.pipeline is not None
+        if not self.config_path:
+            log.warning("reload ignored: the daemon was started without --config")
+            return
+        try:
+            new = replace_config(load_config(self.config_path), **self._pinned)
+            detectors = cli.build_detectors(new, self._config_dir())
+        except RfstreamError as exc:
+            self.metrics.count("reload_failures")
+            log.error("reload failed; keeping the running config", error=str(exc))
+            return
+        except Exception as exc:  # a detector's own bug while building: the stream must go on
+            self.metrics.count("reload_failures")
+            log.error("reload failed; keeping the running config", error=f"{type(exc).__name__}: {exc}")
+            return
+        needs_restart = restart_sections(self.cfg, new)
+        if needs_restart:
+            log.warning("reload: these settings need a restart to apply", keys=needs_restart)
+        applied = _merge_reloadable(self.cfg, new)
+        self.pipeline.reconfigure(applied, detectors)
+        if new.runtime.log_level != self.cfg.runtime.log_level:
+            from rfstream.runtime.logging import configure_logging
+
+            configure_logging(self.cfg.runtime.log_format, new.runtime.log_level)
+        self.cfg = applied
+        log.info("reload accepted", detectors=[d.name for d in detectors])
+
+    # --- the end -------------------------------------------------------------------------------
+    def _log_accounting(self, health: dict[str, Any], *, interrupted: bool) -> None:
+        s, c = health["samples"], health["chunks"]
+        exact = s["received"] == s["processed"] + s["shed"] + s["in_flight"]
+        fields: dict[str, Any] = {
+            "chunks_processed": c["processed"],
+            "chunks_shed": c["shed"],
+            "chunks_late": c["late"],
+            "samples_received": s["received"],
+            "samples_processed": s["processed"],
+            "samples_shed": s["shed"],
+            "samples_in_flight": s["in_flight"],
+            "samples_lost_overflow": s["lost_overflow"],
+            "accounting_exact": exact,
+            "degrade_level": health["degrade_level"],
+            "interrupted": interrupted,
+        }
+        if "source" in health:
+            fields["source"] = health["source"]
+        (log.info if exact else log.error)("stopped", **fields)
+
+
+class _Closer:
+    """Closes a list of detectors if the start fails before the pipeline owns them."""
+
+    def __init__(self, detectors: Sequence[Any]) -> None:
+        self._detectors = detectors
+
+    def close(self) -> None:
+        for d in self._detectors:
+            d.close()
+
+
+def _close_quietly(item: Any) -> None:
+    try:
+        item.close()
+    except Exception as exc:  # the start already failed; that error is the one to report
+        log.debug("close during failed start", error=str(exc))
+
+
+def _pinned_overrides(cfg: Config, config_path: str | None) -> dict[str, dict[str, Any]]:
+    """Keys where the running config differs from its file (CLI flags, environment) — kept on reload.
+
+    A reload re-reads the file only; flags given at start (``--rate``, ``--set ...``) must not
+    silently revert, so they are re-applied over the new file, as they were over the old one.
+    Per-detector flags are not pinned: the detector list is what a reload is for.
+    """
+    if not config_path:
+        return {}
+    try:
+        base = load_config(config_path)
+    except RfstreamError:
+        return {}
+    pinned: dict[str, dict[str, Any]] = {}
+    for section in ("source", "spectrogram", "merge", "tracker", "publish", "runtime"):
+        ours, theirs = getattr(cfg, section), getattr(base, section)
+        changed = {
+            k: getattr(ours, k) for k in ours.__dataclass_fields__ if getattr(ours, k) != getattr(theirs, k)
+        }
+        if changed:
+            pinned[section] = changed
+    return pinned
+
+
+def restart_sections(old: Config, new: Config) -> list[str]:
+    """Keys whose change a reload cannot apply, as ``section`` or ``runtime.key``."""
+    out = [
+        name
+        for name in ("source", "spectrogram", "publish", "tracker")
+        if getattr(old, name) != getattr(new, name)
+    ]
+    out += [
+        f"runtime.{key}"
+        for key in old.runtime.__dataclass_fields__
+        if key not in _RUNTIME_RELOADABLE and getattr(old.runtime, key) != getattr(new.runtime, key)
+    ]
+    return out
+
+
+def _merge_reloadable(old: Config, new: Config) -> Config:
+    """The running config with the reloadable parts of ``new``."""
+    import dataclasses
+
+    runtime = dataclasses.replace(old.runtime, log_level=new.runtime.log_level)
+    return dataclasses.replace(old, detectors=new.detectors, merge=new.merge, runtime=runtime)
