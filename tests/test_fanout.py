@@ -61,7 +61,37 @@ def heavy_onnx(tmp_path, name):
     return Recorded(OnnxFrameDetector(name, path, providers="cpu", threads=1))
 
 
-def test_detectors_run_concurrently(tmp_path):
+class Rendezvous:
+    """A detector that waits for its partner inside detect(): only concurrent calls get through."""
+
+    kind = "test"
+    priority = 0
+
+    def __init__(self, name: str, barrier: threading.Barrier):
+        self.name, self.barrier = name, barrier
+
+    def detect(self, frame):
+        self.barrier.wait(timeout=10)  # BrokenBarrierError if the partner never runs alongside
+        return []
+
+    def warmup(self, frame_shape):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_detectors_run_at_the_same_time():
+    barrier = threading.Barrier(2)
+    frame = make_frame(noise_image((64, 64)))
+    with FanOut([Rendezvous("a", barrier), Rendezvous("b", barrier)]) as fan:
+        for _ in range(3):
+            results, _ = fan.run(frame)
+            assert results == {"a": [], "b": []}
+    assert fan.errors == {"a": 0, "b": 0}
+
+
+def test_onnx_detectors_run_on_separate_threads(tmp_path):
     a, b = heavy_onnx(tmp_path, "a"), heavy_onnx(tmp_path, "b")
     frame = make_frame(noise_image((256, 256)))
     with FanOut([a, b]) as fan:
@@ -69,12 +99,8 @@ def test_detectors_run_concurrently(tmp_path):
         for _ in range(3):
             results, timings = fan.run(frame)
     assert set(results) == {"a", "b"} and set(timings) == {"a", "b"}
-    overlaps = 0
-    for (a0, a1, ta), (b0, b1, tb) in zip(a.spans, b.spans, strict=True):
-        assert ta != tb  # two threads
-        overlaps += max(a0, b0) < min(a1, b1)
-    assert overlaps >= 2  # their execution intervals overlap (on a busy 2-core box, most runs)
-    assert fan.last_total_ms < sum(timings.values()) * 1.5
+    for (_, _, ta), (_, _, tb) in zip(a.spans, b.spans, strict=True):
+        assert ta != tb  # two threads; ONNX Runtime releases the GIL, so they overlap in time
 
 
 def test_failing_detector_is_isolated_counted_and_logged_once_per_change(tmp_path):
