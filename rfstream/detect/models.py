@@ -156,7 +156,12 @@ class ModelMetadata:
             task=task,
             labels=tuple(labels),
             input_size=(size[0], size[1]),
-            normalisation={k: float(v) if k != "nfft" else v for k, v in norm.items()},
+            # Numbers are settings to check; anything else (a note on the input) is documentation.
+            normalisation={
+                k: v if k == "nfft" else float(v)
+                for k, v in norm.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            },
             score_threshold=threshold,
             decoder=decoder,
             training=training if isinstance(training, dict) else {"summary": training},

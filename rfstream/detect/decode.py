@@ -1,0 +1,148 @@
+"""Decode the frame detector's heatmaps into Detections (pure NumPy/SciPy).
+
+The frame detector predicts, on a grid ``stride`` times coarser than the frame,
+an objectness map (probability that a cell lies inside a signal) and a class
+map (softmax over the model's labels). Decoding:
+
+1. threshold objectness at ``mask_threshold``; per label, the cells whose best
+   label it is or whose probability for it is at least ``class_threshold`` form
+   that label's mask, and its 4-connected components (``scipy.ndimage.label``)
+   are the candidate signals. Per-label components keep crossing signals apart:
+   a carrier running through an OFDM burst would otherwise join every burst it
+   crosses into one component (the model is trained to split a shared cell's
+   probability between the labels covering it);
+2. the component's cell extent × ``stride`` is its box in frame pixels;
+3. ``refine`` (default on) tightens that box to sub-cell precision from the
+   frame image itself: inside the box grown by one cell, the column profile
+   (mean over rows) and then the row profile are cut at half their peak height
+   above the frame's noise floor — the heatmap says *where* a signal is, the
+   pixels say *exactly how wide*;
+4. label = argmax of the component's mean class probabilities; score = mean
+   objectness over the component × that class probability; components below
+   ``score_threshold`` or smaller than ``min_cells`` are dropped.
+
+The box goes through ``frame.detection`` so pixel→physical conversion stays in
+the Frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.ndimage
+
+from rfstream.detect.crops import noise_floor
+from rfstream.errors import ModelError
+from rfstream.types import Detection, Frame
+
+__all__ = ["decode_frame_detector", "refine_box"]
+
+_FOUR_CONNECTED = scipy.ndimage.generate_binary_structure(2, 1)
+
+
+def _host(x: Any) -> np.ndarray:
+    """A host NumPy view of a NumPy or CuPy array (CuPy arrays have ``.get()``)."""
+    return x.get() if hasattr(x, "get") else np.asarray(x)
+
+
+def _extent(profile: np.ndarray, floor: float, frac: float) -> tuple[int, int] | None:
+    """First and one-past-last index where ``profile`` is above the cut, or None."""
+    peak = float(profile.max())
+    if peak <= floor:
+        return None
+    above = np.flatnonzero(profile >= floor + frac * (peak - floor))
+    return int(above[0]), int(above[-1]) + 1
+
+
+def refine_box(
+    image: Any,
+    box: tuple[int, int, int, int],
+    *,
+    floor: float,
+    grow: int,
+    frac: float = 0.5,
+) -> tuple[float, float, float, float]:
+    """Tighten a coarse pixel box (x0, y0, x1, y1) on the image's own energy profile.
+
+    Returns the coarse box unchanged when the profile shows nothing above the floor.
+    """
+    x0, y0, x1, y1 = box
+    height, width = int(image.shape[0]), int(image.shape[1])
+    gx0, gy0 = max(0, x0 - grow), max(0, y0 - grow)
+    gx1, gy1 = min(width, x1 + grow), min(height, y1 + grow)
+    region = _host(image[gy0:gy1, gx0:gx1]).astype(np.float32, copy=False)
+    cols = _extent(region.mean(axis=0), floor, frac)
+    if cols is None:
+        return float(x0), float(y0), float(x1), float(y1)
+    rows = _extent(region[:, cols[0] : cols[1]].mean(axis=1), floor, frac)
+    rows = rows or (y0 - gy0, y1 - gy0)
+    # Each edge moves at most ``grow`` pixels from the coarse box.
+    rx0 = min(max(gx0 + cols[0], x0 - grow), x0 + grow)
+    rx1 = max(min(gx0 + cols[1], x1 + grow), x1 - grow, rx0 + 1)
+    ry0 = min(max(gy0 + rows[0], y0 - grow), y0 + grow)
+    ry1 = max(min(gy0 + rows[1], y1 + grow), y1 - grow, ry0 + 1)
+    return float(rx0), float(ry0), float(rx1), float(ry1)
+
+
+def decode_frame_detector(
+    objectness: np.ndarray,
+    class_probs: np.ndarray,
+    frame: Frame,
+    *,
+    labels: Sequence[str],
+    stride: int,
+    score_threshold: float,
+    detector_name: str,
+    mask_threshold: float = 0.5,
+    class_threshold: float = 0.3,
+    min_cells: int = 2,
+    refine: bool = True,
+    refine_frac: float = 0.5,
+    **_params: Any,
+) -> list[Detection]:
+    """Heatmaps of one frame (``objectness [1,h,w]``, ``class_probs [C,h,w]``) -> Detections.
+
+    Unknown keyword parameters (from a newer model's ``rfstream.decoder``) are ignored.
+    """
+    obj = np.asarray(objectness, dtype=np.float32)
+    probs = np.asarray(class_probs, dtype=np.float32)
+    if obj.ndim == 3 and obj.shape[0] == 1:
+        obj = obj[0]
+    if obj.ndim != 2 or probs.ndim != 3 or probs.shape[1:] != obj.shape or probs.shape[0] != len(labels):
+        raise ModelError(
+            f"frame detector outputs do not fit: objectness {objectness.shape}, class_probs "
+            f"{class_probs.shape}, {len(labels)} labels"
+        )
+    mask = obj >= mask_threshold
+    if not mask.any():
+        return []
+    best = probs.argmax(axis=0)
+    floor = noise_floor(_host(frame.image)) if refine else 0.0
+    detections: list[Detection] = []
+    for c, label in enumerate(labels):
+        # A cell joins label c's mask when c is its best label or probable enough (overlaps).
+        class_mask = mask & ((best == c) | (probs[c] >= class_threshold))
+        if not class_mask.any():
+            continue
+        components, _ = scipy.ndimage.label(class_mask, structure=_FOUR_CONNECTED)
+        for index, window in enumerate(scipy.ndimage.find_objects(components), start=1):
+            if window is None:
+                continue
+            inside = components[window] == index
+            if int(inside.sum()) < min_cells:
+                continue
+            score = float(obj[window][inside].mean()) * float(probs[c][window][inside].mean())
+            if score < score_threshold:
+                continue
+            rows, cols = window
+            box = (cols.start * stride, rows.start * stride, cols.stop * stride, rows.stop * stride)
+            if refine:
+                x0, y0, x1, y1 = refine_box(frame.image, box, floor=floor, grow=stride, frac=refine_frac)
+            else:
+                x0, y0, x1, y1 = (float(v) for v in box)
+            detections.append(
+                frame.detection(x0, y0, x1, y1, score=score, label=label, detector=detector_name)
+            )
+    return detections
