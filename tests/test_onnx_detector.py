@@ -29,7 +29,7 @@ def test_detects_a_bright_box_in_physical_units(tmp_path):
     assert d.label == "tone" and d.detector == "fd"
     assert d.f_low_hz == pytest.approx(100e6 - 0.5e6 + 16 * 1e6 / 64)
     assert d.f_high_hz == pytest.approx(100e6 - 0.5e6 + 32 * 1e6 / 64)
-    assert d.t_start_s == pytest.approx(8 * 16 / 1e6) and d.t_stop_s == pytest.approx(24 * 16 / 1e6)
+    assert d.t_start_s == pytest.approx(8 * 2048 / 1e6) and d.t_stop_s == pytest.approx(24 * 2048 / 1e6)
     assert 0.5 < d.score <= 1.0
     assert det.detect(make_frame(noise_image(seed=1))) == []
 

@@ -149,16 +149,17 @@ def crop_classifier(path: Path, *, size: int = 64, metadata: dict[str, str] | No
 
 def make_frame(image: np.ndarray, *, rate: float = 1e6, fc: float = 100e6, seq: int = 0) -> Frame:
     h, w = image.shape
+    hop = 2048  # one STFT slice per row, as the spectrogram's geometry would say for this image
     chunk = Chunk(
-        iq=np.zeros(h * 16, dtype=np.complex64),
+        iq=np.zeros(h * hop, dtype=np.complex64),
         sample_rate_hz=rate,
         center_freq_hz=fc,
-        start_sample=seq * h * 16,
+        start_sample=seq * h * hop,
         seq=seq,
         arrived_ns=0,
     )
     return Frame(
-        image=image, t0_s=chunk.start_s, dt_s=16 / rate, f0_hz=fc - rate / 2, df_hz=rate / w, chunk=chunk
+        image=image, t0_s=chunk.start_s, dt_s=hop / rate, f0_hz=fc - rate / 2, df_hz=rate / w, chunk=chunk
     )
 
 

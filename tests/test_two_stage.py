@@ -77,3 +77,22 @@ def test_score_combination():
 def test_frame_detector_model_is_refused(tmp_path):
     with pytest.raises(ModelError, match="is a frame_detector; kind 'two_stage' needs a crop_classifier"):
         TwoStageDetector("ts", EnergyDetector(), frame_detector(tmp_path / "fd.onnx"))
+
+
+def test_energy_and_two_stage_share_one_proposal_pass_per_frame(tmp_path, monkeypatch):
+    from rfstream.detect.fanout import FanOut
+
+    calls = []
+    original = EnergyDetector._propose
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.name)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EnergyDetector, "_propose", counting)
+    energy, ts = EnergyDetector("energy"), two_stage(tmp_path)
+    with FanOut([energy, ts]) as fan:
+        for seq in range(3):
+            results, _ = fan.run(make_frame(scene(), rate=2e6, fc=433e6, seq=seq))
+            assert len(results["energy"]) == 2 and len(results["ts"]) == 2
+    assert len(calls) == 3  # one pass per frame, whichever detector got there first

@@ -81,6 +81,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -380,6 +384,21 @@ class EnergyDetector:
     def propose(
         self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel boxes and scores for ``image`` (see :meth:`_propose`), computed once per frame.
+
+        The energy detector and a two-stage detector's proposal stage look at the same frame
+        at the same time with the same settings; the first to ask computes, the other waits
+        for that result instead of doing the work twice.
+        """
+        if rows_per_slice is None:
+            rows_per_slice = measured_rows_per_slice(np.asarray(self._to_host(image)))
+        key = (id(image), self.options, self.score_threshold, dc_column, float(rows_per_slice))
+        boxes, scores = _SHARED.get(key, image, lambda: self._propose(image, dc_column, rows_per_slice))
+        return boxes.copy(), scores.copy()
+
+    def _propose(
+        self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Pixel boxes ``(N, 4)`` as ``x0, y0, x1, y1`` (float64, host) and scores ``(N,)``.
 
         Best scores first, at most ``max_detections``, scores ≥ the detector's threshold.
@@ -574,6 +593,41 @@ def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> No
             combine(out[dst], src[take], out=out[dst])
         else:
             combine(out[:, dst], src[:, take], out=out[:, dst])
+
+
+class _SharedProposals:
+    """The last few frames' proposals, keyed by (image identity, settings); thread-safe.
+
+    An entry holds a reference to its image, so the image's ``id`` cannot be reused by a
+    new frame while the entry lives.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Future[Any]]] = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple[Any, ...], image: Any, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            entry = self._entries.get(key)
+            owner = entry is None
+            if entry is None:
+                entry = self._entries[key] = (image, Future())
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        future = entry[1]
+        if owner:
+            try:
+                future.set_result(compute())
+            except Exception as exc:
+                future.set_exception(exc)
+                with self._lock:
+                    self._entries.pop(key, None)
+                raise
+        return future.result()
+
+
+_SHARED = _SharedProposals()
 
 
 def _group_pulse_trains(

@@ -17,6 +17,7 @@ the kept labels, and every detector is warmed up, before the first chunk.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,8 +71,9 @@ def build_detector(
     *,
     backend: Any,
     search_dirs: list[Path],
+    default_threads: int = 0,
 ) -> Detector:
-    """One detector from its record (not warmed up)."""
+    """One detector from its record (not warmed up); ``default_threads`` where ``threads = 0``."""
     xp = backend.xp if backend is not None else __import__("numpy")
     where = f"detectors.{cfg.name}.options"
     if cfg.kind == "energy":
@@ -82,6 +84,8 @@ def build_detector(
         options = dict(cfg.options)
         energy_options = options.pop("energy", {})
         parsed = parse_options(TwoStageOptions, options, where)
+        if parsed.threads == 0:
+            parsed = dataclasses.replace(parsed, threads=default_threads)
         resolved = _resolve(cfg, search_dirs, (".engine", ".onnx"))
         meta = read_metadata(resolved.path)
         check_compatible(meta, spectrogram_cfg, labels_kept=cfg.labels)
@@ -99,6 +103,8 @@ def build_detector(
         from rfstream.detect.onnx import OnnxOptions
 
         parsed = parse_options(OnnxOptions, cfg.options, where)
+        if parsed.threads == 0:
+            parsed = dataclasses.replace(parsed, threads=default_threads)
         resolved = _resolve(cfg, search_dirs, (".engine", ".onnx", ".pt"))
         meta = read_metadata(resolved.path)
         check_compatible(
@@ -151,13 +157,17 @@ def build_detectors(
     """
     dirs = default_search_dirs(config_dir)
     shape = (spectrogram_cfg.height, spectrogram_cfg.width)
+    enabled = [cfg for cfg in cfgs if cfg.enabled]
+    # The fan-out already runs the detectors side by side: give each model session its share of
+    # the cores instead of a pool per session that oversubscribes them (threads = 0 in a record).
+    threads = max(1, (os.cpu_count() or 1) // max(1, len(enabled)))
     built: list[Detector] = []
     try:
-        for cfg in cfgs:
-            if not cfg.enabled:
-                continue
+        for cfg in enabled:
             try:
-                detector = build_detector(cfg, spectrogram_cfg, backend=backend, search_dirs=dirs)
+                detector = build_detector(
+                    cfg, spectrogram_cfg, backend=backend, search_dirs=dirs, default_threads=threads
+                )
                 built.append(detector)
                 if warmup:
                     detector.warmup(shape)

@@ -35,7 +35,7 @@ import numpy as np
 
 from rfstream.detect.base import at_least, in_range
 from rfstream.detect.crops import extract_crops
-from rfstream.detect.energy import EnergyDetector
+from rfstream.detect.energy import EnergyDetector, frame_rows_per_slice
 from rfstream.detect.models import ModelMetadata, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
@@ -141,7 +141,9 @@ class TwoStageDetector:
     def detect(self, frame: Frame) -> list[Detection]:
         image = frame.image.get() if hasattr(frame.image, "get") else np.asarray(frame.image)
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        boxes, energy = self.energy.propose(image, dc_column)
+        rows = frame_rows_per_slice(frame, self.energy.options.hop)
+        # Same arguments as the energy detector's own detect(): the proposals are shared.
+        boxes, energy = self.energy.propose(frame.image, dc_column, rows)
         if len(boxes) == 0:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
