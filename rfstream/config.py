@@ -83,6 +83,15 @@ class DetectorConfig:
     options: Mapping[str, Any] = field(default_factory=dict)  # kind-specific, validated by the kind
 
 
+# The embedded default: the model-free energy detector and both shipped models, side by side.
+# Priority decides what the daemon drops first under load (lowest first).
+DEFAULT_DETECTORS: tuple[DetectorConfig, ...] = (
+    DetectorConfig(name="energy", kind="energy", priority=2),
+    DetectorConfig(name="frame", kind="onnx", model="frame_detector", priority=1),
+    DetectorConfig(name="classifier", kind="two_stage", model="crop_classifier", priority=0),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
     iou_threshold: float = 0.5
@@ -132,7 +141,7 @@ class RuntimeConfig:
 class Config:
     source: SourceConfig = field(default_factory=SourceConfig)
     spectrogram: SpectrogramConfig = field(default_factory=SpectrogramConfig)
-    detectors: tuple[DetectorConfig, ...] = (DetectorConfig(),)
+    detectors: tuple[DetectorConfig, ...] = DEFAULT_DETECTORS
     merge: MergeConfig = field(default_factory=MergeConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)

@@ -22,6 +22,7 @@ def test_shipped_file_documents_every_key_at_its_default():
     loaded = load_config(SHIPPED, environ={})
     for section in ("source", "spectrogram", "merge", "tracker", "publish", "runtime"):
         assert getattr(loaded, section) == getattr(defaults, section), section
+    assert loaded.detectors == defaults.detectors
 
 
 def test_precedence_defaults_file_env_flags(tmp_path):

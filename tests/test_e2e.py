@@ -122,10 +122,26 @@ def test_energy_detector_recall_on_strong_signals(capture):
     guards against regressions; it is not the goal.
     """
     results = []
-    run_pipeline(_config(capture), lossless=True, on_result=results.append)
+    energy_only = replace(_config(capture), detectors=[{"name": "energy", "kind": "energy"}])
+    run_pipeline(energy_only, lossless=True, on_result=results.append)
     truth = clip_to_frames(read_annotations(capture), [r.frame for r in results])
     strong, weak = split_by_snr(truth, 10.0)
     report = evaluate(strong, [d for r in results for d in r.detections], label_aware=False, ignore=weak)
     recall = report.to_dict()["results"][1]["overall"]["recall"]
     print(f"energy recall at IoU 0.25, SNR >= 10 dB: {recall:.3f} over {len(strong)} truth boxes")
     assert recall >= 0.55
+
+
+def test_default_detectors_label_what_they_find(capture):
+    """The embedded default (energy + both shipped models) labels signals, not only boxes them."""
+    results = []
+    summary = run_pipeline(_config(capture), lossless=True, on_result=results.append)
+    assert set(summary.health["detectors"]) == {"energy", "frame", "classifier"}
+    dets = [d for r in results for d in r.detections]
+    labelled = [d for d in dets if d.label != "unknown"]
+    assert len(labelled) >= len(dets) // 3
+    truth = clip_to_frames(read_annotations(capture), [r.frame for r in results])
+    strong, weak = split_by_snr(truth, 10.0)
+    report = evaluate(strong, dets, label_aware=True, ignore=weak).to_dict()["results"][1]["overall"]
+    print(f"default detectors, label-aware recall at IoU 0.25, SNR >= 10 dB: {report['recall']:.3f}")
+    assert report["recall"] >= 0.3
