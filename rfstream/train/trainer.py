@@ -242,6 +242,42 @@ def _frame_batch(
     return x, torch.from_numpy(np.stack(objs).astype(np.float32))[:, None], torch.from_numpy(np.stack(clss))
 
 
+class _FoldTracker:
+    """One fold's epoch log and early stopping: keeps the best weights by validation F1."""
+
+    def __init__(self, model_name: str, fold: int, patience: int, log_path: Path | None) -> None:
+        self.model_name, self.fold, self.patience, self.log_path = model_name, fold, patience, log_path
+        self.best_f1, self.best_state, self.stale = -1.0, None, 0
+        self.best_epoch, self.best_metrics = 0, {}
+
+    def epoch(
+        self, model: Any, epoch: int, losses: list[float], metrics: dict[str, float], lr: float, t0: float
+    ) -> bool:
+        """Log the epoch; remember the weights if they are the best so far. True: stop early."""
+        record = {
+            "model": self.model_name,
+            "fold": self.fold,
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            **{k: round(v, 4) for k, v in metrics.items()},
+            "lr": lr,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        _log(self.log_path, record)
+        print(json.dumps(record), file=sys.stderr, flush=True)
+        if metrics["f1"] > self.best_f1:
+            self.best_f1, self.best_state, self.stale = metrics["f1"], copy.deepcopy(model.state_dict()), 0
+            self.best_epoch, self.best_metrics = epoch, metrics
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def finish(self, model: Any) -> dict[str, Any]:
+        """Load the best weights back into ``model``; the fold's summary."""
+        model.load_state_dict(self.best_state)
+        return {"fold": self.fold, "best_epoch": self.best_epoch, **self.best_metrics}
+
+
 def train_frame_detector(
     data: FrameSet,
     hp: HyperParams,
@@ -270,8 +306,7 @@ def train_frame_detector(
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=hp.lr, total_steps=hp.epochs * steps_per_epoch, pct_start=0.15
         )
-        fold_best, fold_state, stale = -1.0, None, 0
-        best_epoch, best_metrics = 0, {}
+        tracker = _FoldTracker("frame_detector", fold, hp.patience, log_path)
         for epoch in range(1, hp.epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -293,29 +328,12 @@ def train_frame_detector(
                 losses.append(loss.item())
             obj, cls = predict_frames(model, data.images[val_idx])
             metrics = evaluate_frames(obj, cls, data, val_idx, stride=stride, labels=labels, **EPOCH_DECODER)
-            record = {
-                "model": "frame_detector",
-                "fold": fold,
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
-                **{k: round(v, 4) for k, v in metrics.items()},
-                "lr": sched.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            _log(log_path, record)
-            print(json.dumps(record), file=sys.stderr, flush=True)
-            if metrics["f1"] > fold_best:
-                fold_best, fold_state, stale = metrics["f1"], copy.deepcopy(model.state_dict()), 0
-                best_epoch, best_metrics = epoch, metrics
-            else:
-                stale += 1
-                if stale >= hp.patience:
-                    break
-        model.load_state_dict(fold_state)
-        summaries.append({"fold": fold, "best_epoch": best_epoch, **best_metrics})
-        if best is None or fold_best > best.metrics["f1"]:
+            if tracker.epoch(model, epoch, losses, metrics, sched.get_last_lr()[0], t0):
+                break
+        summaries.append(tracker.finish(model))
+        if best is None or tracker.best_f1 > best.metrics["f1"]:
             best = TrainResult(
-                model=model, fold=fold, metrics=best_metrics, extra={"val_idx": val_idx.tolist()}
+                model=model, fold=fold, metrics=tracker.best_metrics, extra={"val_idx": val_idx.tolist()}
             )
     assert best is not None
     best.folds = summaries
@@ -428,7 +446,7 @@ def train_crop_classifier(
         sched = torch.optim.lr_scheduler.OneCycleLR(
             opt, max_lr=hp.lr, total_steps=hp.epochs * steps, pct_start=0.15
         )
-        fold_best, fold_state, stale, best_epoch, best_metrics = -1.0, None, 0, 0, {}
+        tracker = _FoldTracker("crop_classifier", fold, hp.patience, log_path)
         for epoch in range(1, hp.epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -453,28 +471,11 @@ def train_crop_classifier(
                     [model(x_all[val_idx[i : i + 512]]).argmax(1) for i in range(0, len(val_idx), 512)]
                 )
             metrics = _crop_metrics(pred.numpy(), crops_y[val_idx])
-            record = {
-                "model": "crop_classifier",
-                "fold": fold,
-                "epoch": epoch,
-                "train_loss": float(np.mean(losses)),
-                **{k: round(v, 4) for k, v in metrics.items()},
-                "lr": sched.get_last_lr()[0],
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            _log(log_path, record)
-            print(json.dumps(record), file=sys.stderr, flush=True)
-            if metrics["f1"] > fold_best:
-                fold_best, fold_state, stale = metrics["f1"], copy.deepcopy(model.state_dict()), 0
-                best_epoch, best_metrics = epoch, metrics
-            else:
-                stale += 1
-                if stale >= hp.patience:
-                    break
-        model.load_state_dict(fold_state)
-        summaries.append({"fold": fold, "best_epoch": best_epoch, **best_metrics})
-        if best is None or fold_best > best.metrics["f1"]:
-            best = TrainResult(model=model, fold=fold, metrics=best_metrics)
+            if tracker.epoch(model, epoch, losses, metrics, sched.get_last_lr()[0], t0):
+                break
+        summaries.append(tracker.finish(model))
+        if best is None or tracker.best_f1 > best.metrics["f1"]:
+            best = TrainResult(model=model, fold=fold, metrics=tracker.best_metrics)
     assert best is not None
     best.folds = summaries
     return best
