@@ -129,7 +129,7 @@ class RuntimeConfig:
     watchdog: bool = True  # feed systemd's watchdog while chunks flow
     metrics_endpoint: str = ""  # host:port for Prometheus; "" disables
     watchdog_stall_s: float = 0.0  # no chunk done for this long stops the watchdog; 0: auto
-    # load shedding in live runs (see rfstream/pipeline.py, DegradePolicy)
+    # load shedding in live runs (see rfstream/runtime/policy.py, DegradePolicy)
     degrade: bool = True  # step through the degrade levels when overruns persist
     degrade_load_high: float = 0.8  # processing cost / chunk period that counts as overload
     degrade_load_low: float = 0.5  # ... and below which load has fallen

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rfstream.config import RuntimeConfig
-from rfstream.pipeline import DegradePolicy
+from rfstream.runtime.policy import DegradePolicy
 
 PERIOD = 0.2  # s per chunk
 
