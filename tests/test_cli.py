@@ -216,3 +216,19 @@ def test_bad_set_flag(small_capture):
         rfstream("replay", str(small_capture), "--no-publish", "--set", "merge.iou_threshold=2"),
         "merge.iou_threshold",
     )
+
+
+def test_demo_writes_its_outputs(tmp_path):
+    import sigmf
+    from PIL import Image
+
+    out = tmp_path / "demo"
+    proc = rfstream("demo", "--out", str(out), "--rate", "2e6", "--duration", "0.6", "--seed", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "outputs in" in proc.stdout and "label" in proc.stdout
+    with Image.open(out / "waterfall.png") as png:
+        assert png.format == "PNG" and png.width == 1024 and png.height > 0
+    report = json.loads((out / "eval.json").read_text())
+    assert set(report) == {"label_agnostic", "label_aware", "snr_ge_10db"}
+    sigmf.sigmffile.fromfile(str(out / "demo-detections.sigmf-meta")).validate()
+    assert (out / "demo-capture.sigmf-data").stat().st_size == 8 * int(0.6 * 2e6)
