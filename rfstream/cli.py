@@ -144,11 +144,13 @@ def run_pipeline(
     backend = get_backend(cfg.spectrogram.backend)
     detectors = build_detectors(cfg, Path(config_path).parent if config_path else None)
     source = open_source(cfg.source)
+    built = False
     try:
         sinks = [*sinks, *(make(source.info) for make in sink_factories)]
-    except BaseException:
-        source.close()
-        raise
+        built = True
+    finally:
+        if not built:  # a sink that cannot open (an unwritable path) must not leak the source
+            source.close()
     pipeline = Pipeline(
         cfg,
         source,

@@ -180,14 +180,16 @@ class Daemon:
     # --- running -------------------------------------------------------------------------------
     def run(self) -> RunSummary:
         stack: list[Any] = []
+        opened = False
         try:
             self.pipeline = self._open(stack)
-        except BaseException:
-            for item in reversed(stack):  # what was opened before the failure
-                _close_quietly(item)
-            if self._exporter is not None:
-                self._exporter.close()
-            raise
+            opened = True
+        finally:
+            if not opened:  # close what was opened before the failure (or an interrupt)
+                for item in reversed(stack):
+                    _close_quietly(item)
+                if self._exporter is not None:
+                    self._exporter.close()
         pipeline = self.pipeline
         self._watchdog = watchdog = Watchdog(
             self.notifier,
