@@ -496,6 +496,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from rfstream.runtime.logging import configure_logging
+
+        configure_logging("auto", "info")  # verbs that load a config set their own
         return int(args.func(args) or 0)
     except RfstreamError as exc:
         print(f"rfstream: error: {exc}", file=sys.stderr)
