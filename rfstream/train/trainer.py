@@ -30,7 +30,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,21 @@ def _frame_batch(
     return x, torch.from_numpy(np.stack(objs).astype(np.float32))[:, None], torch.from_numpy(np.stack(clss))
 
 
+def _fold_setup(
+    make_model: Callable[[], Any], hp: HyperParams, n_train: int, seed: int, fold: int
+) -> tuple[Any, Any, Any, np.random.Generator, int]:
+    """Seeded model, AdamW, one-cycle schedule and data RNG for one fold; and steps per epoch."""
+    torch.manual_seed(seed * 100 + fold)  # before building the model: its initial weights follow
+    rng = np.random.default_rng(seed * 100 + fold)
+    model = make_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=1e-4)
+    steps = max(1, math.ceil(n_train / hp.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=hp.lr, total_steps=hp.epochs * steps, pct_start=0.15
+    )
+    return model, opt, sched, rng, steps
+
+
 class _FoldTracker:
     """One fold's epoch log and early stopping: keeps the best weights by validation F1."""
 
@@ -298,13 +313,8 @@ def train_frame_detector(
     for fold in range(hp.folds_run):
         val_idx = folds[fold]
         train_idx = np.setdiff1d(np.arange(len(data)), val_idx)
-        torch.manual_seed(seed * 100 + fold)
-        rng = np.random.default_rng(seed * 100 + fold)
-        model = FrameDetector(len(labels))
-        opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=1e-4)
-        steps_per_epoch = max(1, math.ceil(len(train_idx) / hp.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=hp.lr, total_steps=hp.epochs * steps_per_epoch, pct_start=0.15
+        model, opt, sched, rng, steps_per_epoch = _fold_setup(
+            lambda: FrameDetector(len(labels)), hp, len(train_idx), seed, fold
         )
         tracker = _FoldTracker("frame_detector", fold, hp.patience, log_path)
         for epoch in range(1, hp.epochs + 1):
@@ -438,13 +448,8 @@ def train_crop_classifier(
     for fold in range(hp.folds_run):
         val_idx = folds[fold]
         train_idx = np.setdiff1d(np.arange(len(crops_y)), val_idx)
-        torch.manual_seed(seed * 100 + fold)
-        rng = np.random.default_rng(seed * 100 + fold)
-        model = CropClassifier(len(labels))
-        opt = torch.optim.AdamW(model.parameters(), lr=hp.lr, weight_decay=1e-4)
-        steps = max(1, math.ceil(len(train_idx) / hp.batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=hp.lr, total_steps=hp.epochs * steps, pct_start=0.15
+        model, opt, sched, rng, steps = _fold_setup(
+            lambda: CropClassifier(len(labels)), hp, len(train_idx), seed, fold
         )
         tracker = _FoldTracker("crop_classifier", fold, hp.patience, log_path)
         for epoch in range(1, hp.epochs + 1):
