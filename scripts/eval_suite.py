@@ -72,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
                 found[det.name].extend(dets)
                 per_frame.extend(dets)
             found["merged"].extend(
-                merge_detections(per_frame, iou_threshold=cfg.merge.iou_threshold, class_aware=cfg.merge.class_aware)
+                merge_detections(
+                    per_frame, iou_threshold=cfg.merge.iou_threshold, class_aware=cfg.merge.class_aware
+                )
             )
         truth.extend(clip_to_frames(read_annotations(meta), frames))
         print(f"seed {seed}: {len(frames)} frames", file=sys.stderr)

@@ -27,7 +27,8 @@ the Frame.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -146,3 +147,63 @@ def decode_frame_detector(
                 frame.detection(x0, y0, x1, y1, score=score, label=label, detector=detector_name)
             )
     return detections
+
+
+@dataclass(frozen=True, slots=True)
+class FrameDecoder:
+    """A frame detector's outputs -> Detections, set up once from the model's metadata.
+
+    Every frame-detector backend (ONNX Runtime, TensorRT, TorchScript) runs its model its own
+    way and hands the two output maps here: the task check, the score threshold, the decoder
+    parameters and the ``labels_kept`` filter live in one place.
+    """
+
+    detector_name: str
+    labels: tuple[str, ...]
+    stride: int
+    score_threshold: float
+    labels_kept: frozenset[str]
+    params: Mapping[str, Any]
+
+    @classmethod
+    def for_model(
+        cls,
+        name: str,
+        meta: Any,
+        model_path: Any,
+        kind: str,
+        *,
+        score_threshold: float | None = None,
+        labels_kept: Sequence[str] = (),
+        overrides: Mapping[str, Any] | None = None,
+    ) -> FrameDecoder:
+        """From a model's ``ModelMetadata``; ModelError when the model is not a frame detector."""
+        if meta.task != "frame_detector":
+            raise ModelError(
+                f"detector {name!r}: model {model_path} is a {meta.task}; kind {kind!r} needs a "
+                f"frame_detector (a crop classifier belongs to kind 'two_stage')"
+            )
+        params = {k: v for k, v in meta.decoder.items() if k != "stride"}
+        params.update(overrides or {})
+        return cls(
+            detector_name=name,
+            labels=tuple(meta.labels),
+            stride=int(meta.decoder["stride"]),
+            score_threshold=meta.score_threshold if score_threshold is None else float(score_threshold),
+            labels_kept=frozenset(labels_kept),
+            params=params,
+        )
+
+    def __call__(self, objectness: Any, class_probs: Any, frame: Frame) -> list[Detection]:
+        """Batch-of-one outputs ``[1, 1, h, w]`` and ``[1, C, h, w]`` for ``frame``."""
+        found = decode_frame_detector(
+            objectness[0],
+            class_probs[0],
+            frame,
+            labels=self.labels,
+            stride=self.stride,
+            score_threshold=self.score_threshold,
+            detector_name=self.detector_name,
+            **self.params,
+        )
+        return [d for d in found if d.label in self.labels_kept] if self.labels_kept else found

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from rfstream.detect.base import at_least, in_range
-from rfstream.detect.decode import decode_frame_detector
+from rfstream.detect.decode import FrameDecoder
 from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
 from rfstream.errors import ConfigError, ModelError
 from rfstream.types import Detection, Frame
@@ -201,21 +201,19 @@ class OnnxFrameDetector:
         decoder_overrides: dict[str, Any] | None = None,
     ) -> None:
         meta = meta or read_metadata(model_path)
-        if meta.task != "frame_detector":
-            raise ModelError(
-                f"detector {name!r}: model {model_path} is a {meta.task}; kind 'onnx' needs a "
-                f"frame_detector (a crop classifier belongs to kind 'two_stage')"
-            )
+        self.decode = FrameDecoder.for_model(
+            name,
+            meta,
+            model_path,
+            "onnx",
+            score_threshold=score_threshold,
+            labels_kept=labels_kept,
+            overrides=decoder_overrides,
+        )
         self.name = name
         self.priority = priority
         self.meta = meta
         self.model = OrtModel(model_path, meta, providers=providers, threads=threads)
-        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
-        self.labels_kept = frozenset(labels_kept)
-        params = {k: v for k, v in meta.decoder.items() if k != "stride"}
-        params.update(decoder_overrides or {})
-        self._decode_params = params
-        self._stride = int(meta.decoder["stride"])
         h, w = meta.input_size
         self._input = np.zeros((1, 1, h, w), dtype=np.float32)  # staging for device or odd-typed frames
 
@@ -259,19 +257,7 @@ class OnnxFrameDetector:
 
     def detect(self, frame: Frame) -> list[Detection]:
         objectness, class_probs = self.model.run(self._batch(frame.image))
-        found = decode_frame_detector(
-            objectness[0],
-            class_probs[0],
-            frame,
-            labels=self.meta.labels,
-            stride=self._stride,
-            score_threshold=self.score_threshold,
-            detector_name=self.name,
-            **self._decode_params,
-        )
-        if self.labels_kept:
-            found = [d for d in found if d.label in self.labels_kept]
-        return found
+        return self.decode(objectness, class_probs, frame)
 
     def close(self) -> None:
         pass  # the session goes with the object; nothing device-side to release

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from rfstream.detect.decode import decode_frame_detector
+from rfstream.detect.decode import FrameDecoder
 from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
@@ -231,18 +231,19 @@ class TensorRTFrameDetector:
         decoder_overrides: dict[str, Any] | None = None,
     ) -> None:
         meta = meta or read_metadata(engine_path)
-        if meta.task != "frame_detector":
-            raise ModelError(f"detector {name!r}: model {engine_path} is a {meta.task}, not a frame_detector")
+        self.decode = FrameDecoder.for_model(
+            name,
+            meta,
+            engine_path,
+            "tensorrt",
+            score_threshold=score_threshold,
+            labels_kept=labels_kept,
+            overrides=decoder_overrides,
+        )
         self.name = name
         self.priority = priority
         self.meta = meta
         self.model = TensorRTModel(engine_path, meta)
-        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
-        self.labels_kept = frozenset(labels_kept)
-        params = {k: v for k, v in meta.decoder.items() if k != "stride"}
-        params.update(decoder_overrides or {})
-        self._decode_params = params
-        self._stride = int(meta.decoder["stride"])
         self._pending: Frame | None = None
 
     def submit(self, frame: Frame) -> None:
@@ -267,19 +268,7 @@ class TensorRTFrameDetector:
         if frame is None:
             raise InferenceFailed(f"detector {self.name!r}: collect() without submit()")
         objectness, class_probs = self.model.outputs()
-        found = decode_frame_detector(
-            objectness[0],
-            class_probs[0],
-            frame,
-            labels=self.meta.labels,
-            stride=self._stride,
-            score_threshold=self.score_threshold,
-            detector_name=self.name,
-            **self._decode_params,
-        )
-        if self.labels_kept:
-            found = [d for d in found if d.label in self.labels_kept]
-        return found
+        return self.decode(objectness, class_probs, frame)
 
     def detect(self, frame: Frame) -> list[Detection]:
         self.submit(frame)

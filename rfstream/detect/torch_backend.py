@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from rfstream.detect.decode import decode_frame_detector
+from rfstream.detect.decode import FrameDecoder
 from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
@@ -45,8 +45,15 @@ class TorchFrameDetector:
                 f"detector {name!r}: a .pt model needs torch (pip install 'rfstream[train]')"
             ) from exc
         meta = meta or read_metadata(model_path)
-        if meta.task != "frame_detector":
-            raise ModelError(f"detector {name!r}: model {model_path} is a {meta.task}, not a frame_detector")
+        self.decode = FrameDecoder.for_model(
+            name,
+            meta,
+            model_path,
+            "torch",
+            score_threshold=score_threshold,
+            labels_kept=labels_kept,
+            overrides=decoder_overrides,
+        )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is deprecated, still loads
@@ -58,12 +65,6 @@ class TorchFrameDetector:
             torch.set_num_threads(threads)
         self._torch = torch
         self.name, self.priority, self.meta = name, priority, meta
-        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
-        self.labels_kept = frozenset(labels_kept)
-        self._params = {k: v for k, v in meta.decoder.items() if k != "stride"} | dict(
-            decoder_overrides or {}
-        )
-        self._stride = int(meta.decoder["stride"])
 
     def _run(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         h, w = self.meta.input_size
@@ -94,17 +95,7 @@ class TorchFrameDetector:
     def detect(self, frame: Frame) -> list[Detection]:
         image = frame.image.get() if hasattr(frame.image, "get") else np.asarray(frame.image)
         objectness, class_probs = self._run(image)
-        found = decode_frame_detector(
-            objectness[0],
-            class_probs[0],
-            frame,
-            labels=self.meta.labels,
-            stride=self._stride,
-            score_threshold=self.score_threshold,
-            detector_name=self.name,
-            **self._params,
-        )
-        return [d for d in found if d.label in self.labels_kept] if self.labels_kept else found
+        return self.decode(objectness, class_probs, frame)
 
     def close(self) -> None:
         pass
