@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 
 from rfstream.errors import SinkError
-from rfstream.sinks.base import to_host
 from rfstream.types import Detection, Frame
 
 # A perceptual dark-blue -> green -> yellow ramp (viridis anchors), interpolated to 256 steps.
@@ -48,7 +47,7 @@ def render_waterfall(
         raise SinkError("nothing to render: the run produced no frames")
     strips = []
     for frame in frames:
-        image = np.asarray(to_host(frame.image), dtype=np.float32)
+        image = np.asarray(frame.host_image(), dtype=np.float32)
         rows = np.linspace(0, image.shape[0], rows_per_frame + 1).astype(int)
         cols = np.linspace(0, image.shape[1], width + 1).astype(int)
         reduced = np.add.reduceat(np.add.reduceat(image, rows[:-1], axis=0), cols[:-1], axis=1)

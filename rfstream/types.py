@@ -13,6 +13,7 @@ column 0 the lowest frequency.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -96,6 +97,26 @@ class Frame:
     # GPU only: a CUDA event recorded when ``image`` is complete on the spectrogram's stream;
     # detectors on other streams wait on it instead of synchronising the host.
     ready_event: Any = field(default=None, compare=False, repr=False)
+    # The one device->host door (see ``host_image``); filled on first use.
+    _host: Any = field(default=None, init=False, compare=False, repr=False)
+    _host_lock: Any = field(default_factory=threading.Lock, init=False, compare=False, repr=False)
+
+    def host_image(self) -> Any:
+        """The image as a host (NumPy) array: the one door every host-side consumer goes through.
+
+        On the CPU this is ``image`` itself. On a GPU the first caller waits for
+        ``ready_event`` (the spectrogram's stream may still be writing the image),
+        copies the image to host memory once, and every later caller gets the same
+        cached array, so a frame crosses the bus at most once however many
+        detectors and sinks read it. Thread-safe; callers must not write to it.
+        """
+        host = self._host
+        if host is not None:
+            return host
+        with self._host_lock:
+            if self._host is None:
+                object.__setattr__(self, "_host", _to_host(self.image, self.ready_event))
+            return self._host
 
     @property
     def height(self) -> int:
@@ -202,3 +223,13 @@ class ChunkResult:
     track_events: tuple[TrackEvent, ...]
     timings_ms: dict[str, float] = field(default_factory=dict)  # per stage and per detector
     late: bool = False
+
+
+def _to_host(image: Any, ready_event: Any) -> Any:
+    """Device -> host copy of a frame image, after the event that says it is complete."""
+    get = getattr(image, "get", None)
+    if get is None:  # already a host array
+        return image
+    if ready_event is not None:
+        ready_event.synchronize()
+    return get()

@@ -43,11 +43,6 @@ __all__ = ["decode_frame_detector", "refine_box"]
 _FOUR_CONNECTED = scipy.ndimage.generate_binary_structure(2, 1)
 
 
-def _host(x: Any) -> np.ndarray:
-    """A host NumPy view of a NumPy or CuPy array (CuPy arrays have ``.get()``)."""
-    return x.get() if hasattr(x, "get") else np.asarray(x)
-
-
 def _extent(profile: np.ndarray, floor: float, frac: float) -> tuple[int, int] | None:
     """First and one-past-last index where ``profile`` is above the cut, or None."""
     peak = float(profile.max())
@@ -73,7 +68,7 @@ def refine_box(
     height, width = int(image.shape[0]), int(image.shape[1])
     gx0, gy0 = max(0, x0 - grow), max(0, y0 - grow)
     gx1, gy1 = min(width, x1 + grow), min(height, y1 + grow)
-    region = _host(image[gy0:gy1, gx0:gx1]).astype(np.float32, copy=False)
+    region = np.asarray(image[gy0:gy1, gx0:gx1], dtype=np.float32)
     cols = _extent(region.mean(axis=0), floor, frac)
     if cols is None:
         return float(x0), float(y0), float(x1), float(y1)
@@ -120,7 +115,7 @@ def decode_frame_detector(
     if not mask.any():
         return []
     best = probs.argmax(axis=0)
-    floor = noise_floor(_host(frame.image)) if refine else 0.0
+    floor = noise_floor(frame.host_image()) if refine else 0.0
     detections: list[Detection] = []
     for c, label in enumerate(labels):
         # A cell joins label c's mask when c is its best label or probable enough (overlaps).
@@ -140,7 +135,9 @@ def decode_frame_detector(
             rows, cols = window
             box = (cols.start * stride, rows.start * stride, cols.stop * stride, rows.stop * stride)
             if refine:
-                x0, y0, x1, y1 = refine_box(frame.image, box, floor=floor, grow=stride, frac=refine_frac)
+                x0, y0, x1, y1 = refine_box(
+                    frame.host_image(), box, floor=floor, grow=stride, frac=refine_frac
+                )
             else:
                 x0, y0, x1, y1 = (float(v) for v in box)
             detections.append(

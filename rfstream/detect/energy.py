@@ -484,7 +484,9 @@ class EnergyDetector:
 
     def detect(self, frame: Frame) -> list[Detection]:
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        boxes, scores = self.propose(frame.image, dc_column, frame_rows_per_slice(frame, self.options.hop))
+        boxes, scores = self.propose(
+            frame.host_image(), dc_column, frame_rows_per_slice(frame, self.options.hop)
+        )
         return [
             frame.detection(x0, y0, x1, y1, score=s, label="unknown", detector=self.name)
             for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist(), strict=True)

@@ -256,7 +256,7 @@ class OnnxFrameDetector:
             )
 
     def detect(self, frame: Frame) -> list[Detection]:
-        objectness, class_probs = self.model.run(self._batch(frame.image))
+        objectness, class_probs = self.model.run(self._batch(frame.host_image()))
         return self.decode(objectness, class_probs, frame)
 
     def close(self) -> None:

@@ -93,7 +93,7 @@ class TorchFrameDetector:
             )
 
     def detect(self, frame: Frame) -> list[Detection]:
-        image = frame.image.get() if hasattr(frame.image, "get") else np.asarray(frame.image)
+        image = frame.host_image()
         objectness, class_probs = self._run(image)
         return self.decode(objectness, class_probs, frame)
 

@@ -139,11 +139,11 @@ class TwoStageDetector:
         return np.asarray(probs, dtype=np.float32)
 
     def detect(self, frame: Frame) -> list[Detection]:
-        image = frame.image.get() if hasattr(frame.image, "get") else np.asarray(frame.image)
+        image = frame.host_image()
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
         rows = frame_rows_per_slice(frame, self.energy.options.hop)
         # Same arguments as the energy detector's own detect(): the proposals are shared.
-        boxes, energy = self.energy.propose(frame.image, dc_column, rows)
+        boxes, energy = self.energy.propose(image, dc_column, rows)
         if len(boxes) == 0:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]

@@ -31,7 +31,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from rfstream.config import PublishConfig
 from rfstream.errors import ConfigError, SinkError
-from rfstream.sinks.base import iso_utc, to_host
+from rfstream.sinks.base import iso_utc
 from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
 
 SCHEMA_VERSION = 1
@@ -127,14 +127,13 @@ def encode_spectrogram(frame: Frame, decimate: int) -> dict[str, Any]:
     """The ``spectrogram`` payload: the image as uint8, max-pooled ``decimate``×``decimate``.
 
     Max rather than every-Nth: a signal one column wide must not vanish from the GUI.
-    Pooling runs on the frame's own array module (CuPy stays on the device until the
-    small uint8 result is copied off).
+    Reads the frame through its host door (already copied for the detectors).
     """
-    image = frame.image
+    image = frame.host_image()
     h, w = int(image.shape[0]) // decimate, int(image.shape[1]) // decimate
     if decimate > 1:
         image = image[: h * decimate, : w * decimate].reshape(h, decimate, w, decimate).max(axis=(1, 3))
-    pixels = to_host((image * 255.0 + 0.5).clip(0, 255).astype("uint8"))
+    pixels = (image * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
     return {
         "v": SCHEMA_VERSION,
         "seq": int(frame.chunk.seq),
