@@ -257,7 +257,7 @@ class TensorRTFrameDetector:
         cp = self.model._cp
         if isinstance(image, cp.ndarray) and image.dtype == cp.float32 and image.flags.c_contiguous:
             # Wait for the spectrogram's "frame ready" event, then read the image where it lies.
-            self.model.wait_for(getattr(frame, "ready_event", None))
+            self.model.wait_for(frame.ready_event)
             self.model.enqueue_device(image)
         else:  # a host frame (NumPy spectrogram): pinned staging + async copy
             self.model.enqueue_host(np.asarray(image, dtype=np.float32).reshape(1, 1, h, w))

@@ -17,7 +17,9 @@ with ``f0`` the lower edge of the lowest FFT bin (``fc - rate/2 - rate/(2*nfft)`
 
 Normalisation maps dB linearly onto [0, 1]: 0 is ``floor_offset_db`` below the
 frame's median (the noise floor, for frames that are mostly noise) and 1 is
-``dynamic_range_db`` above that. The models are trained on exactly this.
+``dynamic_range_db`` above that. The models are trained on exactly this. The
+median therefore lands at ``floor_offset_db / dynamic_range_db``, which the
+Frame carries as ``noise_floor`` so that detectors need not measure it again.
 
 Two kernels, one chosen at construction:
 
@@ -175,6 +177,7 @@ class Spectrogrammer:
         # Natural log (several times faster than log10 in NumPy) with 10/ln(10) folded in.
         self._ln_scale = np.float32(10.0 / np.log(10.0) / cfg.dynamic_range_db)
         self._log_offset = np.float32(cfg.floor_offset_db / cfg.dynamic_range_db)
+        self._floor_value = float(self._log_offset)  # where the median pixel lands: Frame.noise_floor
         # Frequency reduction, each column the total power of the bins it covers: k adjacent
         # bins summed where nfft = k * width (the squared re/im pairs through a mat-vec),
         # otherwise a sparse area-resampling matrix scaled from a mean to a sum.
@@ -297,6 +300,7 @@ class Spectrogrammer:
             f0_hz=chunk.center_freq_hz - 0.5 * rate - 0.5 * rate / self.nfft,
             df_hz=rate / self.cfg.width,
             chunk=chunk,
+            noise_floor=self._floor_value,
         )
 
 
