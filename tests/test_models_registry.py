@@ -61,6 +61,12 @@ def test_energy_and_two_stage_with_equal_settings_share_one_proposer(model_dir):
     assert energy.score_threshold == 0.4
 
 
+def test_the_energy_detector_takes_the_spectrograms_geometry(model_dir):
+    spec = SpectrogramConfig(height=64, width=64, nfft=256, hop=128, dynamic_range_db=60.0)
+    (energy,) = build_detectors([DetectorConfig(name="energy", kind="energy")], spec, config_dir=model_dir)
+    assert (energy.options.hop, energy.options.dynamic_range_db) == (128, 60.0)
+
+
 def test_kind_tensorrt_without_engine_runs_the_onnx_file(model_dir):
     (det,) = build_detectors(
         [DetectorConfig(name="trt", kind="tensorrt", model="tiny_fd")], SPEC, config_dir=model_dir

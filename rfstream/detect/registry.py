@@ -90,7 +90,13 @@ def build_detector(
         from rfstream.detect.energy import EnergyDetector
 
         proposer = _proposer(cfg.options, where, spectrogram_cfg, xp, proposers)
-        return EnergyDetector.from_config(cfg, xp=xp, proposer=proposer)
+        return EnergyDetector.from_config(
+            cfg,
+            xp=xp,
+            dynamic_range_db=spectrogram_cfg.dynamic_range_db,
+            hop=spectrogram_cfg.hop,
+            proposer=proposer,
+        )
     if cfg.kind == "two_stage":
         from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
 
