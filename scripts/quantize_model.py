@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax")
     p.add_argument("--frames", type=int, default=16, help="calibration frames (default 16)")
     p.add_argument("--quantize-heads", action="store_true", help="quantise the output heads too")
+    p.add_argument("--quantize-input-layer", action="store_true", help="quantise the first layer too")
     p.add_argument("--no-compare", action="store_true", help="skip the AP and timing comparison")
     p.add_argument("--compare-only", action="store_true", help="only compare (DST exists)")
     p.add_argument("--seeds", default="1-10", help="evaluation seeds (default 1-10)")
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 method=args.method,
                 n_calibration=args.frames,
                 float_heads=not args.quantize_heads,
+                float_input_layer=not args.quantize_input_layer,
             )
             src_kb, dst_kb = Path(args.src).stat().st_size / 1024, Path(args.dst).stat().st_size / 1024
             print(f"wrote {args.dst} ({dst_kb:.0f} KiB; {args.src}: {src_kb:.0f} KiB)", file=sys.stderr)
