@@ -137,11 +137,14 @@ class Daemon:
         backend = get_backend(cfg.spectrogram.backend)
         detectors = cli.build_detectors(cfg, self._config_dir())  # warmed up: READY means ready
         stack.append(_Closer(detectors))
-        source = open_source(cfg.source)
+        source = open_source(cfg.source, pinned=backend.is_gpu)  # pinned SDR buffers feed the GPU
         stack.append(source)
         stats = getattr(source, "stats", None)
         if callable(stats):
             self.metrics.extra["source"] = stats
+        from rfstream.runtime.resources import memory_snapshot
+
+        self.metrics.extra["memory"] = memory_snapshot  # host RSS, ORT arenas, GPU pool and free memory
         if hasattr(source, "device_state"):
             self.metrics.device_state_fn = lambda: source.device_state
         extra = [self._annotation_writer(source)] if cfg.publish.annotations else []
