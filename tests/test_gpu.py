@@ -386,3 +386,26 @@ def test_pinned_iq_is_copied_to_the_device_without_staging():
         del lease  # the stager holds the buffer until its copy has landed
         np.testing.assert_array_equal(cp.asnumpy(dev), iq)
     assert stager.direct == 3 and stager.staged == 0
+
+
+@pytest.mark.cuda
+def test_onnx_runtime_reads_a_device_frame_in_place_through_iobinding(tmp_path):
+    cp = _cuda()
+    import onnxruntime as ort
+
+    from rfstream.detect.onnx import OnnxFrameDetector
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)")
+    fd = frame_detector(tmp_path / "fd.onnx")  # refine off: only the detector itself reads the image
+    gpu = OnnxFrameDetector("gpu", fd, providers="cuda")
+    cpu = OnnxFrameDetector("cpu", fd, providers="cpu")
+    assert gpu.model.on_device and not cpu.model.on_device
+    image = scene()
+    ready = cp.cuda.Event(block=True, disable_timing=True)
+    dev = cp.asarray(image)
+    ready.record()
+    frame = dataclasses.replace(make_frame(image), image=dev, ready_event=ready)
+    got = [(d.x0, d.y0, d.x1, d.y1, d.label) for d in gpu.detect(frame)]
+    assert got == [(d.x0, d.y0, d.x1, d.y1, d.label) for d in cpu.detect(make_frame(image))]
+    assert got and frame._host is None  # bound by pointer: the image never came to the host
