@@ -13,13 +13,12 @@ from rfstream.detect.models import (
     EngineTarget,
     ModelMetadata,
     check_compatible,
-    list_models,
-    model_info,
     read_metadata,
     read_onnx_metadata,
     resolve_model,
     write_engine_sidecar,
 )
+from rfstream.detect.models_cli import list_models, model_info
 from rfstream.detect.onnx import OrtModel
 from rfstream.errors import ModelError
 

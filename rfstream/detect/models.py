@@ -57,8 +57,6 @@ __all__ = [
     "check_compatible",
     "default_search_dirs",
     "file_sha256",
-    "list_models",
-    "model_info",
     "packaged_model_dir",
     "read_metadata",
     "read_onnx_metadata",
@@ -224,7 +222,7 @@ def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def read_sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
@@ -245,7 +243,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     if p.suffix in (".engine", ".pt"):
         if not p.is_file():
             raise ModelError(f"model {p} does not exist")
-        props = _read_sidecar(p)["metadata"]
+        props = read_sidecar(p)["metadata"]
         return ModelMetadata.from_props({str(k): str(v) for k, v in props.items()}, str(p))
     raise ModelError(f"model {p}: unknown model file type {p.suffix!r} (expected .engine, .onnx or .pt)")
 
@@ -338,7 +336,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def engine_mismatch(engine: Path, onnx_path: Path | None, target: EngineTarget | None) -> str | None:
     """Why ``engine`` must not be used here (stale, other GPU, no TensorRT), or None."""
     try:
-        side = _read_sidecar(engine)
+        side = read_sidecar(engine)
     except ModelError as exc:
         return str(exc)
     if target is None:
@@ -413,7 +411,7 @@ def resolve_model(
     warnings: list[str] = []
     onnx_twin = next((s.with_suffix(".onnx") for s in stems if s.with_suffix(".onnx").is_file()), None)
     for suffix in order:
-        for stem in _unique(stems):
+        for stem in unique_paths(stems):
             candidate = stem.parent / (stem.name + suffix)
             tried.append(str(candidate))
             if not candidate.is_file():
@@ -429,7 +427,7 @@ def resolve_model(
     raise ModelError(f"model {text!r} not found; tried: {', '.join(tried)}")
 
 
-def _unique(paths: Iterable[Path]) -> list[Path]:
+def unique_paths(paths: Iterable[Path]) -> list[Path]:
     seen: set[str] = set()
     out = []
     for p in paths:
@@ -440,58 +438,7 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-# --- `rfstream models list|info|build-engine` -----------------------------------------------------
-def list_models(search_dirs: Iterable[str | os.PathLike[str]] | None = None) -> list[dict[str, Any]]:
-    """One row per model file in the search directories: name, kind, task, labels, path (or error)."""
-    rows: list[dict[str, Any]] = []
-    dirs = [Path(d) for d in (default_search_dirs() if search_dirs is None else search_dirs)]
-    for d in _unique(dirs):
-        if not d.is_dir():
-            continue
-        for path in sorted(p for p in d.iterdir() if p.suffix in SUFFIXES and p.is_file()):
-            row: dict[str, Any] = {"name": path.stem, "kind": path.suffix[1:], "path": str(path)}
-            try:
-                meta = read_metadata(path)
-            except ModelError as exc:
-                row["error"] = str(exc)
-            else:
-                row.update(task=meta.task, labels=list(meta.labels), input_size=list(meta.input_size))
-            rows.append(row)
-    return rows
-
-
-def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything ``rfstream models info`` shows about one file: metadata, size, sha256, I/O."""
-    p = Path(path)
-    meta = read_metadata(p)
-    info: dict[str, Any] = {
-        "path": str(p),
-        "kind": p.suffix[1:],
-        "bytes": p.stat().st_size,
-        "sha256": file_sha256(p),
-        "task": meta.task,
-        "labels": list(meta.labels),
-        "input_size": list(meta.input_size),
-        "normalisation": dict(meta.normalisation),
-        "score_threshold": meta.score_threshold,
-        "decoder": dict(meta.decoder),
-        "training": dict(meta.training),
-    }
-    if p.suffix == ".onnx":
-        from rfstream.detect.onnx import OrtModel
-
-        model = OrtModel(p, meta, providers="cpu", threads=1)
-        info["inputs"] = model.describe_inputs()
-        info["outputs"] = model.describe_outputs()
-    elif p.suffix == ".engine":
-        side = _read_sidecar(p)
-        info["built_for"] = {
-            k: side.get(k) for k in ("gpu_name", "compute_capability", "tensorrt_version", "precision")
-        }
-        info["onnx_sha256"] = side.get("onnx_sha256")
-    return info
-
-
+# --- engines ---------------------------------------------------------------------------------------
 def build_engine(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,

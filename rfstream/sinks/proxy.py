@@ -52,7 +52,7 @@ class Proxy:
         context: zmq.Context | None = None,
     ) -> None:
         from rfstream.sinks.security import check_publish_security
-        from rfstream.sinks.zmq import _bind_error
+        from rfstream.sinks.zmq import bind_error
 
         if not frontends:
             raise ConfigError("proxy: at least one --frontend endpoint is needed")
@@ -80,7 +80,7 @@ class Proxy:
             try:
                 self._xpub.bind(backend)
             except zmq.ZMQError as exc:
-                raise _bind_error(backend, exc) from exc
+                raise bind_error(backend, exc) from exc
             self.backend = self._xpub.getsockopt_string(zmq.LAST_ENDPOINT)
             for endpoint in frontends:
                 try:

@@ -1,6 +1,7 @@
 """Who may subscribe: the endpoint policy for publishing beyond this host.
 
-Loopback and ``ipc://`` endpoints need nothing. Any other address needs both
+Loopback and ``ipc://`` endpoints need nothing (what counts as local is decided in
+rfstream/sinks/endpoints.py). Any other address needs both
 ``publish.allow_remote = true`` *and* CURVE (``publish.curve_secret_key``, the
 server's secret certificate from ``rfstream keys generate``, and
 ``publish.curve_authorized_keys``, a directory of the clients' public
@@ -17,18 +18,9 @@ from pathlib import Path
 
 from rfstream.config import PublishConfig
 from rfstream.errors import ConfigError
+from rfstream.sinks.endpoints import is_local_endpoint
 
-__all__ = ["check_publish_security", "is_local_endpoint"]
-
-
-def is_local_endpoint(endpoint: str) -> bool:
-    """True for ``ipc://``/``inproc://`` and ``tcp://`` on a loopback address."""
-    from rfstream.sinks.zmq import _is_loopback_host
-
-    scheme, _, rest = endpoint.partition("://")
-    if scheme in ("ipc", "inproc"):
-        return True
-    return scheme == "tcp" and _is_loopback_host(rest.rpartition(":")[0])
+__all__ = ["check_publish_security"]
 
 
 def check_publish_security(cfg: PublishConfig) -> None:

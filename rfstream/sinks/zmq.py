@@ -15,7 +15,6 @@ the next event of each track to learn it exists).
 from __future__ import annotations
 
 import datetime as _dt
-import ipaddress
 import os
 import threading
 from collections.abc import Mapping
@@ -30,8 +29,10 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from rfstream.config import PublishConfig
-from rfstream.errors import ConfigError, SinkError
+from rfstream.errors import SinkError
 from rfstream.sinks.base import iso_utc
+from rfstream.sinks.endpoints import check_zmq_endpoint, is_local_endpoint
+from rfstream.sinks.security import check_publish_security
 from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
 
 SCHEMA_VERSION = 1
@@ -163,47 +164,7 @@ def _pack_extra(obj: Any) -> Any:
     raise TypeError(f"cannot publish a value of type {type(obj).__name__}")
 
 
-# --- endpoint policy ---------------------------------------------------------------------------
-def check_endpoint(endpoint: str, *, allow_remote: bool) -> None:
-    """Refuse an endpoint that would publish beyond this host unless remote publishing is allowed."""
-    scheme, sep, rest = endpoint.partition("://")
-    if not sep or not rest:
-        raise ConfigError(
-            f"config key 'publish.endpoint': {endpoint!r} is not a ZeroMQ endpoint "
-            "(expected tcp://HOST:PORT or ipc://PATH)"
-        )
-    if scheme in ("ipc", "inproc"):
-        return
-    if scheme == "tcp" and ":" not in rest:
-        raise ConfigError(f"config key 'publish.endpoint': {endpoint} has no port (tcp://HOST:PORT)")
-    if scheme == "tcp" and _is_loopback_host(rest.rpartition(":")[0]):
-        return
-    if not allow_remote:
-        raise ConfigError(
-            f"config key 'publish.endpoint': {endpoint} is not a loopback address; "
-            "set publish.allow_remote = true (and CURVE keys) to publish beyond this host"
-        )
-
-
-def _is_local(endpoint: str) -> bool:
-    try:
-        check_endpoint(endpoint, allow_remote=False)
-    except ConfigError:
-        return False
-    return True
-
-
-def _is_loopback_host(host: str) -> bool:
-    host = host.strip("[]")
-    if host in ("localhost", "lo"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:  # "*", an interface name, a hostname
-        return False
-
-
-def _bind_error(endpoint: str, exc: zmq.ZMQError) -> SinkError:
+def bind_error(endpoint: str, exc: zmq.ZMQError) -> SinkError:
     if exc.errno == zmq.EADDRINUSE:
         return SinkError(f"ZeroMQ endpoint {endpoint} is already in use")
     if exc.errno == zmq.EADDRNOTAVAIL:
@@ -215,9 +176,7 @@ class ZmqPublisher:
     """The ZeroMQ sink. Thread-safe: one lock around the socket, held only for NOBLOCK sends."""
 
     def __init__(self, cfg: PublishConfig, *, context: zmq.Context | None = None) -> None:
-        from rfstream.sinks.security import check_publish_security  # imports this module
-
-        check_endpoint(cfg.endpoint, allow_remote=cfg.allow_remote)
+        check_zmq_endpoint(cfg.endpoint, allow_remote=cfg.allow_remote)
         check_publish_security(cfg)
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
@@ -234,7 +193,7 @@ class ZmqPublisher:
             try:
                 self._sock.bind(cfg.endpoint)
             except zmq.ZMQError as exc:
-                raise _bind_error(cfg.endpoint, exc) from exc
+                raise bind_error(cfg.endpoint, exc) from exc
             self.endpoint = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)  # tcp://127.0.0.1:* -> real port
             if self.endpoint.startswith("ipc://") and not self.endpoint.startswith("ipc://@"):
                 try:
@@ -256,7 +215,7 @@ class ZmqPublisher:
         self._dropped = 0
         self._closed = False
         _log.info("publishing", endpoint=self.endpoint, curve=bool(cfg.curve_secret_key), sndhwm=cfg.sndhwm)
-        if cfg.allow_remote and not cfg.curve_secret_key and not _is_local(cfg.endpoint):
+        if cfg.allow_remote and not cfg.curve_secret_key and not is_local_endpoint(cfg.endpoint):
             _log.warning(
                 "publishing beyond this host without CURVE: detections travel in clear text",
                 endpoint=self.endpoint,
