@@ -55,7 +55,7 @@ def test_generate_writes_a_pair_with_a_private_secret(tmp_path):
 def test_keys_verb_in_a_fresh_process(tmp_path):
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "rfstream.cli", "keys", str(tmp_path), "--name", "edge"],
+        [sys.executable, "-m", "rfstream.cli", "keys", "generate", str(tmp_path), "--name", "edge"],
         capture_output=True, text=True, timeout=60, check=False, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
