@@ -353,6 +353,7 @@ def test_curve_encrypts_and_authenticates(tmp_path, ctx):
     if not zmq.has("curve"):
         pytest.skip("libzmq without CURVE")
     server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    os.chmod(server_secret, 0o600)  # pyzmq writes 0644; a readable secret is refused
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     client_public_file, client_secret_file = zmq.auth.create_certificates(tmp_path, "client")
@@ -380,7 +381,8 @@ def test_curve_encrypts_and_authenticates(tmp_path, ctx):
     finally:
         pub.close()
 
-    with pytest.raises(SinkError, match="curve_secret_key"):
+    os.chmod(server_public, 0o600)  # so that what is refused is the content, not the mode
+    with pytest.raises(ConfigError, match=r"curve_secret_key.*holds no secret key"):
         ZmqPublisher(
             PublishConfig(
                 endpoint="tcp://127.0.0.1:*",

@@ -18,7 +18,6 @@ import datetime as _dt
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -32,7 +31,7 @@ from rfstream.config import PublishConfig
 from rfstream.errors import SinkError
 from rfstream.sinks.base import iso_utc
 from rfstream.sinks.endpoints import check_zmq_endpoint, is_local_endpoint
-from rfstream.sinks.security import check_publish_security
+from rfstream.sinks.security import check_publish_security, load_server_certificate
 from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
 
 SCHEMA_VERSION = 1
@@ -316,17 +315,8 @@ class ZmqPublisher:
     def _enable_curve(self, cfg: PublishConfig) -> None:
         if not zmq.has("curve"):
             raise SinkError("publish.curve_secret_key is set but this libzmq was built without CURVE")
-        try:
-            public, secret = zmq.auth.load_certificate(cfg.curve_secret_key)
-        except (OSError, ValueError) as exc:
-            raise SinkError(f"publish.curve_secret_key: cannot read {cfg.curve_secret_key}: {exc}") from exc
-        if secret is None:
-            raise SinkError(
-                f"publish.curve_secret_key: {cfg.curve_secret_key} holds no secret key (a public certificate?)"
-            )
+        public, secret = load_server_certificate(cfg.curve_secret_key)
         keys_dir = cfg.curve_authorized_keys
-        if keys_dir and not Path(keys_dir).is_dir():
-            raise SinkError(f"publish.curve_authorized_keys: {keys_dir} is not a directory")
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=keys_dir or zmq.auth.CURVE_ALLOW_ANY)
