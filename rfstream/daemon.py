@@ -121,7 +121,10 @@ class Daemon:
         if self.cfg.runtime.metrics_endpoint:
             from rfstream.runtime.prometheus import PrometheusExporter
 
-            self._exporter = PrometheusExporter(self.metrics, self.cfg.runtime.metrics_endpoint).start()
+            rt = self.cfg.runtime
+            self._exporter = PrometheusExporter(
+                self.metrics, rt.metrics_endpoint, allow_remote=rt.metrics_allow_remote
+            ).start()
         pipeline = assemble(
             self.cfg,
             sink_factories=self._sink_factories,
