@@ -48,7 +48,7 @@ from rfstream.dsp.backend import Backend, numpy_backend
 from rfstream.dsp.spectrogram import make_spectrogrammer
 from rfstream.runtime.metrics import Metrics
 from rfstream.runtime.policy import DEGRADE_LEVELS, DeadlinePolicy, DegradePolicy
-from rfstream.sinks.base import Sink
+from rfstream.sinks.base import Sink, SpectrogramSink, TrackSink
 from rfstream.sources.base import Source
 from rfstream.track import Tracker
 from rfstream.types import Chunk, ChunkResult, TrackEvent
@@ -296,7 +296,7 @@ class Pipeline:
         priorities = {d.priority for d in self.fanout.detectors}
         if len(priorities) > 1:
             levels.append(1)
-        if self.cfg.publish.spectrogram and any(hasattr(s, "set_spectrogram") for s in self.sinks):
+        if self.cfg.publish.spectrogram and any(isinstance(s, SpectrogramSink) for s in self.sinks):
             levels.append(2)
         return sorted(levels)
 
@@ -325,9 +325,8 @@ class Pipeline:
             self.fanout.set_enabled(d.name for d in self.fanout.detectors)
         self._skips_spectrogram = False
         for sink in self.sinks:
-            set_spectrogram = getattr(sink, "set_spectrogram", None)
-            if set_spectrogram is not None and self.cfg.publish.spectrogram:
-                set_spectrogram(level < 2)
+            if isinstance(sink, SpectrogramSink) and self.cfg.publish.spectrogram:
+                sink.set_spectrogram(level < 2)
                 self._skips_spectrogram = level >= 2
         self._shed_toggle = False
 
@@ -367,9 +366,8 @@ class Pipeline:
         if not events:
             return
         for sink in self.sinks:
-            publish_events = getattr(sink, "publish_track_events", None)
-            if publish_events is not None:
-                publish_events(tuple(events), self._last_seq)
+            if isinstance(sink, TrackSink):
+                sink.publish_track_events(tuple(events), self._last_seq)
 
     def _maybe_health(self) -> None:
         self._emit_health(force=False)
