@@ -163,9 +163,12 @@ def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
         return "?" if n is None else f"{n / 2**20:.1f} MiB"
 
     ort = memory["onnxruntime"]
+    arena = ""
+    if "enable_cpu_mem_arena" in ort:
+        arena = f"cpu arena {'on' if ort['enable_cpu_mem_arena'] else 'off'} "
     lines = [
         f"memory: RSS {mib(memory['rss_bytes'])}, pinned host {mib(memory['pinned_host_bytes'])}; "
-        f"ONNX Runtime cpu arena {'on' if ort['enable_cpu_mem_arena'] else 'off'} ({ort['note']})"
+        f"ONNX Runtime {arena}({ort['note']})"
     ]
     gpu = memory.get("gpu")
     if gpu and "error" not in gpu:

@@ -32,6 +32,8 @@ def test_batch_grows_with_free_memory_and_never_passes_the_cap():
 
 
 def test_snapshot_on_the_cpu_reports_rss_arenas_and_no_gpu():
+    import rfstream.detect.onnx  # noqa: F401  (a process that built sessions has it loaded)
+
     ring = HostRing(1 << 16, np.float32, 2)  # plain memory: not counted as pinned
     snap = memory_snapshot()
     assert snap["gpu"] is None  # CuPy was never loaded here
@@ -64,3 +66,17 @@ def test_a_batch_limit_slices_the_classifier_run_without_changing_results(tmp_pa
     (sliced,) = model.run(crops)
     np.testing.assert_allclose(sliced, whole, rtol=1e-6)
     assert list(sliced.argmax(axis=1)) == [0, 1, 2, 0, 1]
+
+
+def test_snapshot_imports_nothing_heavy():
+    """It runs in the pipeline thread once a second: an energy-only process must not load ONNX Runtime."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from rfstream.runtime.resources import memory_snapshot; snap = memory_snapshot(); "
+        "assert 'onnxruntime' not in sys.modules and 'cupy' not in sys.modules, sorted(sys.modules); "
+        "print(snap['onnxruntime']['note'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "no ONNX Runtime session in this process"

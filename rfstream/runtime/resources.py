@@ -7,7 +7,8 @@
 - ``pinned_host_bytes`` — page-locked host memory held by rfstream's buffer
   rings (the SoapySDR ring on CUDA, the GPU spectrogram's host-image ring).
 - ``onnxruntime`` — the arena settings every rfstream session is built with
-  (rfstream.detect.onnx.SESSION_MEMORY). ONNX Runtime's Python API does not
+  (rfstream.detect.onnx.SESSION_MEMORY; only a note where no session was ever
+  built in this process). ONNX Runtime's Python API does not
   expose how much of an arena is in use (the C API's ``OrtAllocator::GetStats``
   has no Python binding), so this is the configuration, and it says so.
 - ``gpu`` — None unless CuPy is already loaded in this process (the CPU path
@@ -30,6 +31,7 @@ from typing import Any
 __all__ = ["batch_for_memory", "device_free_bytes", "gpu_memory", "memory_snapshot"]
 
 ORT_USAGE_NOTE = "configured settings; ONNX Runtime's Python API does not expose arena usage"
+ORT_NONE_NOTE = "no ONNX Runtime session in this process"
 
 
 def _rss_bytes() -> int | None:
@@ -99,14 +101,19 @@ def batch_for_memory(
 
 
 def memory_snapshot() -> dict[str, Any]:
-    """Host and device memory now (see the module docstring for each field)."""
-    from rfstream.detect.onnx import SESSION_MEMORY
+    """Host and device memory now (see the module docstring for each field).
+
+    Imports nothing heavy: it runs in the pipeline's thread about once a second, and a
+    process without ONNX Runtime sessions (an energy-only run) reports none.
+    """
     from rfstream.hostmem import pinned_bytes
 
+    onnx = sys.modules.get("rfstream.detect.onnx")  # loaded wherever a session was built
+    rss = _rss_bytes()
     return {
-        "rss_bytes": _rss_bytes(),
-        "peak_rss_bytes": max(filter(None, (_peak_rss_bytes(), _rss_bytes())), default=None),
+        "rss_bytes": rss,
+        "peak_rss_bytes": max(filter(None, (_peak_rss_bytes(), rss)), default=None),
         "pinned_host_bytes": pinned_bytes(),
-        "onnxruntime": {**SESSION_MEMORY, "note": ORT_USAGE_NOTE},
+        "onnxruntime": ({**onnx.SESSION_MEMORY, "note": ORT_USAGE_NOTE} if onnx else {"note": ORT_NONE_NOTE}),
         "gpu": gpu_memory(),
     }
