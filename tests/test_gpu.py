@@ -170,12 +170,12 @@ def test_every_host_consumer_waits_for_the_frame_and_reads_it_through_the_door(t
     image = scene()
     for seq, (name, consume) in enumerate(consumers.items()):
         want = consume(make_frame(image, seq=100 + seq))  # the same consumer on a host frame
+        assert want, name  # the scene gives every consumer something to compare
         frame = device_frame(image, seq=seq)  # a fresh device frame: this consumer is the first reader
         got = consume(frame)  # ReadBeforeWait if it reads before the wait or around the door
         assert got == want, name
         assert frame.ready_event.waits == 1, name
         assert frame.image.gets == 1, name
-    assert any(consume(make_frame(image)) for name, consume in consumers.items() if name != "energy")
 
 
 def test_all_consumers_of_one_frame_share_one_wait_and_one_copy(tmp_path):

@@ -389,3 +389,14 @@ def test_the_engine_waits_on_the_frame_ready_event_of_the_producing_stream(tmp_p
     ]
     assert want  # the scene has a signal, so zeros would have given nothing
     trt_det.close()
+
+
+def test_an_unwritable_engine_path_is_a_model_error(tmp_path, with_trt):
+    from rfstream.detect.tensorrt import build_serialized_engine
+
+    with_trt(fake_trt("8.6.1"))
+    onnx_path, meta = _meta(tmp_path)
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the engine's folder should be")
+    with pytest.raises(ModelError, match="cannot write the engine"):
+        build_serialized_engine(onnx_path, blocker / "fd.engine", meta, fp16=True)

@@ -606,13 +606,18 @@ def build_serialized_engine(
             config.set_calibration_profile(profile)
         cache_loaded = _attach_timing_cache(config, cache_path)
         serialized = builder.build_serialized_network(network, config)
-    except (ModelError, OSError):
+    except ModelError:
         raise
+    except OSError as exc:
+        raise ModelError(f"{where}: {exc}") from exc
     except Exception as exc:  # TensorRT raises untyped pybind errors (TypeError, RuntimeError, ...)
         raise ModelError(f"{where} failed to build an engine: {_one_line(exc)}") from exc
     if serialized is None:
         raise ModelError(f"{where} could not build an engine (see the TensorRT log above)")
-    _write_atomically(dest, bytes(memoryview(serialized)))
+    try:
+        _write_atomically(dest, bytes(memoryview(serialized)))
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot write the engine: {exc}") from exc
     _save_timing_cache(config, cache_path)
     log.info(
         "engine built",
