@@ -179,6 +179,8 @@ class Daemon:
             self.notifier.close()
             if self._exporter is not None:
                 self._exporter.close()
+            if summary is None:  # the run failed (a source error, a sink that could not be closed)
+                self._log_accounting(self.metrics.health(), interrupted=self._stop_requested)
         self._log_accounting(summary.health, interrupted=summary.interrupted)
         return summary
 
