@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -164,12 +165,14 @@ class HostImageRing:
         self._stream = _cupy().cuda.Stream(non_blocking=True) if pinned else None
         self.ring = HostRing(self.shape, np.float32, slots, pinned=pinned)
         self.pageable = 0  # copies that found every buffer held (or an image of another shape)
+        self._lock = threading.Lock()  # frames are brought home from several detector threads
 
     def download(self, image: Any) -> np.ndarray:
         """One device -> host copy of a complete image (the caller has waited on its ready event)."""
         out = self.ring.lease() if tuple(image.shape) == self.shape and image.dtype == np.float32 else None
         if out is None:
-            self.pageable += 1
+            with self._lock:
+                self.pageable += 1
             return image.get()
         if self._stream is None:
             image.get(out=out)

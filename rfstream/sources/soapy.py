@@ -600,7 +600,8 @@ class SoapySource:
             self._next_idx = idx + ret
             if fill == length:
                 self._emit(lease, chunk_start)
-                lease = target = None  # the reader keeps no reference to an emitted chunk's buffer
+                # Drop every reader-side reference first: a shed chunk's buffer is free for the next.
+                lease = buf = target = None
                 lease = self._take()
                 buf = lease if lease is not None else self._spill
                 fill = 0
