@@ -208,7 +208,9 @@ def test_a_file_size_limit_ends_in_one_line_with_the_accounting_and_a_whole_file
     out = tmp_path / "dets.sigmf-meta"
     fallback = tmp_path / "fallback"
     fallback.mkdir()
-    script = f"ulimit -f 16; exec {' '.join(map(str, _cmd(recording, out)))}"  # 16 KiB per file
+    base = len(json.dumps(json.loads(recording.read_text()), indent=2))  # what the pair holds at start
+    limit_kib = base * 13 // 10 // 1024 + 1  # room to start, not for the whole run
+    script = f"ulimit -f {limit_kib}; exec {' '.join(map(str, _cmd(recording, out)))}"
     proc = subprocess.run(
         ["bash", "-c", script], env=_env(TMPDIR=str(fallback)), capture_output=True, text=True, timeout=300
     )
