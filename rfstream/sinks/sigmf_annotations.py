@@ -49,7 +49,7 @@ import time
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import sigmf
 import structlog
@@ -130,7 +130,6 @@ class AnnotationWriter:
         self.skipped_nonfinite = 0
         self._utc_known = False
         self._closed = False
-        self._journal: IO[str] | None = None
         self._journal_error: str | None = None  # why the journal stopped (a full disk, ...)
         self._next_sync = 0.0
         self._start()
@@ -160,7 +159,6 @@ class AnnotationWriter:
         if self._closed:
             return
         self._closed = True
-        self._close_journal()
         document = self._document()
         try:
             write_json_atomic(self.out_meta, document)
@@ -198,40 +196,28 @@ class AnnotationWriter:
                     f"cannot link {self._link[0]} to the recording's data: {exc.strerror}"
                 ) from exc
         write_json_atomic(self.out_meta, self._document())
-        try:
-            self._journal = open(self.journal_path, "w", encoding="utf-8")  # noqa: SIM115 - held open
-            self._journal.write(json.dumps({"rfstream_journal": 1, "meta": self.out_meta.name}) + "\n")
-            self._journal.flush()
-        except OSError as exc:
-            self._journal_failed(exc)
+        self._append({"rfstream_journal": 1, "meta": self.out_meta.name}, mode="w")
 
-    def _append(self, record: dict[str, Any]) -> None:
-        if self._journal is None:
+    def _append(self, record: dict[str, Any], mode: str = "a") -> None:
+        """One JSON line onto the journal. The file is opened per line, not held open: a
+        folder can then still be remounted (an operator's read-only remount, a clean unmount)."""
+        if self._journal_error is not None:
             return
         try:
-            self._journal.write(json.dumps(record, allow_nan=False) + "\n")
-            self._journal.flush()  # in the kernel: survives a kill of this process
-            now = time.monotonic()
-            if now >= self._next_sync:  # on the disk: survives a power loss
-                os.fsync(self._journal.fileno())
-                self._next_sync = now + self._checkpoint_s
+            with open(self.journal_path, mode, encoding="utf-8") as journal:
+                journal.write(json.dumps(record, allow_nan=False) + "\n")
+                journal.flush()  # in the kernel: survives a kill of this process
+                now = time.monotonic()
+                if now >= self._next_sync:  # on the disk: survives a power loss
+                    os.fsync(journal.fileno())
+                    self._next_sync = now + self._checkpoint_s
         except OSError as exc:
-            self._journal_failed(exc)
-
-    def _journal_failed(self, exc: OSError) -> None:
-        self._journal_error = exc.strerror or str(exc)
-        _log.error(
-            "annotation journal stopped; detections are kept in memory until the run ends",
-            path=str(self.journal_path),
-            error=self._journal_error,
-        )
-        self._close_journal()
-
-    def _close_journal(self) -> None:
-        journal, self._journal = self._journal, None
-        if journal is not None:
-            with contextlib.suppress(OSError):
-                journal.close()
+            self._journal_error = exc.strerror or str(exc)
+            _log.error(
+                "annotation journal stopped; detections are kept in memory until the run ends",
+                path=str(self.journal_path),
+                error=self._journal_error,
+            )
 
     def _fall_back(self, document: dict[str, Any], exc: SinkError) -> None:
         """The output cannot be written: put everything in the fallback folder and say where."""
@@ -361,6 +347,10 @@ def recover_journal(out_meta: Path) -> Path | None:
     stamp = datetime.fromtimestamp(journal.stat().st_mtime, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     stem = out_meta.name[: -len(META_EXT)]
     recovered = out_meta.with_name(f"{stem}.recovered-{stamp}{META_EXT}")
+    n = 1
+    while recovered.exists():  # two crashes within a second
+        n += 1
+        recovered = out_meta.with_name(f"{stem}.recovered-{stamp}-{n}{META_EXT}")
     global_ = dict(base.get("global", {}))
     data = _data_path(out_meta)
     if "core:dataset" not in global_ and os.path.lexists(data):
@@ -388,7 +378,10 @@ def _remove_stale_temp_files(out_meta: Path) -> None:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON so that ``path`` holds the old content or the new, never a part of it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # a read-only or full folder
+        raise SinkError(f"cannot write {path}: {exc.strerror or exc}") from exc
     done = False
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -404,8 +397,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     except ValueError as exc:
         raise SinkError(f"cannot write {path}: {exc}") from exc
     finally:
-        if not done:
-            with contextlib.suppress(FileNotFoundError):
+        if not done:  # a read-only folder refuses this too; the next writer removes it then
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
     with contextlib.suppress(OSError):  # make the rename itself durable; not every filesystem allows it
         dir_fd = os.open(path.parent, os.O_RDONLY)
