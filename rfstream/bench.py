@@ -24,6 +24,7 @@ import resource
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,22 +79,17 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 def bench_rate(
-    cfg: Config, rate_hz: float, *, chunks: int, config_path: str | None, publish: bool
+    cfg: Config, rate_hz: float, *, chunks: int, config_dir: Path | None, publish: bool
 ) -> dict[str, Any]:
-    from rfstream.cli import build_detectors
-    from rfstream.dsp.backend import get_backend
-    from rfstream.pipeline import Pipeline
+    from rfstream.runner import assemble
     from rfstream.sources.synth import SynthSource
 
-    cfg = replace(cfg, source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz))
-    backend = get_backend(cfg.spectrogram.backend)
-    detectors = build_detectors(cfg)
+    cfg = replace(
+        cfg,
+        source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz),
+        publish=replace(cfg.publish, endpoint="tcp://127.0.0.1:*" if publish else "", annotations=""),
+    )
     source = _Limited(SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7), chunks + WARMUP_CHUNKS)
-    sinks: list[Any] = []
-    if publish:
-        from rfstream.sinks.zmq import ZmqPublisher
-
-        sinks.append(ZmqPublisher(replace(cfg.publish, endpoint="tcp://127.0.0.1:*")))
     results: list[ChunkResult] = []
     totals: list[float] = []
     last = [time.perf_counter()]
@@ -105,8 +101,7 @@ def bench_rate(
             totals.append((now - last[0]) * 1e3)
         last[0] = now
 
-    pipeline = Pipeline(cfg, source, detectors, sinks, backend=backend, lossless=True, on_result=keep)
-    pipeline.run()
+    assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir).run()
     stages: dict[str, list[float]] = {}
     for r in results:
         for name, ms in r.timings_ms.items():
@@ -265,23 +260,23 @@ def run_bench(
     rates: Sequence[float],
     *,
     chunks: int = 20,
-    config_path: str | None = None,
+    config_dir: Path | None = None,
     publish: bool = False,
     peers: int = 5,
 ) -> dict[str, Any]:
     """Every rate through the pipeline; with ``peers`` > 0 also the spectrogram peer rows and
     the per-stage CPU costs (``peers`` rounds each)."""
-    runs = [bench_rate(cfg, r, chunks=chunks, config_path=config_path, publish=publish) for r in rates]
+    runs = [bench_rate(cfg, r, chunks=chunks, config_dir=config_dir, publish=publish) for r in rates]
     report: dict[str, Any] = {
         "machine": machine(),
         "detectors": [d.name for d in cfg.detectors if d.enabled],
         "runs": runs,
     }
     if peers > 0:
-        from rfstream.cli import build_detectors
+        from rfstream.runner import build_detectors
 
         report["spectrogram_peers"] = [spectrogram_peers(cfg, r, repeats=peers) for r in rates]
-        detectors = build_detectors(cfg)
+        detectors = build_detectors(cfg, config_dir)
         try:
             report["stage_cpu_ms"] = [
                 {"sample_rate_hz": r, **stage_cpu(cfg, r, chunks=min(peers, 3), detectors=detectors)}
@@ -291,6 +286,9 @@ def run_bench(
             for d in detectors:
                 d.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    from rfstream.runtime.resources import memory_snapshot
+
+    report["memory"] = memory_snapshot()  # after the runs: what the pipeline left allocated
     report["table"] = format_table(report)
     return report
 
@@ -341,4 +339,33 @@ def format_table(report: dict[str, Any]) -> str:
         lines.append("")
     lines.extend(format_peers(report))
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")
+    lines.extend(_memory_lines(report.get("memory")))
     return "\n".join(lines)
+
+
+def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    """The memory report as text (rfstream.runtime.resources.memory_snapshot)."""
+    if not memory:
+        return []
+
+    def mib(n: Any) -> str:
+        return "?" if n is None else f"{n / 2**20:.1f} MiB"
+
+    ort = memory["onnxruntime"]
+    arena = ""
+    if "enable_cpu_mem_arena" in ort:
+        arena = f"cpu arena {'on' if ort['enable_cpu_mem_arena'] else 'off'} "
+    lines = [
+        f"memory: RSS {mib(memory['rss_bytes'])}, pinned host {mib(memory['pinned_host_bytes'])}; "
+        f"ONNX Runtime {arena}({ort['note']})"
+    ]
+    gpu = memory.get("gpu")
+    if gpu and "error" not in gpu:
+        lines.append(
+            f"GPU {gpu['device']}: CuPy pool {mib(gpu['pool_used_bytes'])} used of {mib(gpu['pool_total_bytes'])}; "
+            f"device {mib(gpu['device_used_bytes'])} used, {mib(gpu['device_free_bytes'])} free "
+            f"of {mib(gpu['device_total_bytes'])}"
+        )
+    elif gpu:
+        lines.append(f"GPU memory unavailable: {gpu['error']}")
+    return lines

@@ -114,6 +114,14 @@ def test_detectors_with_their_own_proposers_compute_separately(tmp_path, monkeyp
     assert len(calls) == 2
 
 
+def test_an_energy_detector_is_a_proposer_sharing_its_own(tmp_path):
+    energy = EnergyDetector("energy", score_threshold=0.9)
+    assert isinstance(energy, Proposer)
+    ts = two_stage(tmp_path, proposer=energy)
+    frame = make_frame(scene(), rate=2e6, fc=433e6)
+    assert energy.detect(frame) == [] and len(ts.detect(frame)) == 2
+
+
 def test_a_shared_proposer_applies_each_detectors_own_threshold(tmp_path):
     shared = EnergyProposer()
     frame = make_frame(scene(), rate=2e6, fc=433e6)

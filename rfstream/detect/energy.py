@@ -572,6 +572,10 @@ class EnergyDetector:
         """Pixel boxes and scores of one image with this detector's threshold (not cached)."""
         return self.proposer.propose(image, dc_column, rows_per_slice, self.score_threshold)
 
+    def for_frame(self, frame: Frame, score_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Its proposer's boxes for ``frame``: an EnergyDetector is a Proposer too (the same one)."""
+        return self.proposer.for_frame(frame, score_threshold)
+
     def detect(self, frame: Frame) -> list[Detection]:
         boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
         return [
