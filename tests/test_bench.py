@@ -33,6 +33,7 @@ def test_peer_rows_time_every_contender_on_the_same_slices():
     assert row["rfstream"]["gflops"] == pytest.approx(want, rel=0.02, abs=0.01)
     lines = format_peers({"spectrogram_peers": [row]})
     assert "scipy.stft" in lines[1] and lines[2].split()[0] == "2"
+    assert row["scipy_stft"]["cpu_ratio"] > 0
 
 
 def test_stage_cpu_names_the_spectrogram_and_each_detector():

@@ -351,24 +351,38 @@ class _BlockedKernel:
             plan = self._plans[n_slices] = _plan_blocks(n_slices, self.sp.cfg.height, self.block_slices)
         return plan
 
-    def _spectra(self, segments: list[_Segment], lo: int, hi: int, out: np.ndarray) -> np.ndarray:
-        """Shifted complex spectra of slices ``[lo, hi)`` into ``out[:hi-lo]`` (windowed, FFT'd)."""
-        sp, nfft, hop = self.sp, self.sp.nfft, self.sp.hop
-        spec = out[: hi - lo]
+    def _frames(self, segments: list[_Segment]) -> list[tuple[int, int, np.ndarray]]:
+        """``(first slice, count, view)`` per segment: its slices as one strided view, no copy.
+
+        For even nfft the view is of the float32 (re, im) pairs, for the real-window product.
+        """
+        nfft, hop = self.sp.nfft, self.sp.hop
+        views = []
         for seg in segments:
-            a, b = max(lo, seg.first), min(hi, seg.first + seg.count)
+            if self._even:
+                src = seg.source[seg.offset :].view(np.float32)
+                view = np.lib.stride_tricks.as_strided(src, shape=(seg.count, 2 * nfft), strides=(hop * 8, 4))
+            else:
+                src = seg.source[seg.offset :]
+                view = np.lib.stride_tricks.as_strided(src, shape=(seg.count, nfft), strides=(hop * 8, 8))
+            views.append((seg.first, seg.count, view))
+        return views
+
+    def _spectra(
+        self, frames: list[tuple[int, int, np.ndarray]], lo: int, hi: int, out: np.ndarray
+    ) -> np.ndarray:
+        """Shifted complex spectra of slices ``[lo, hi)`` into ``out[:hi-lo]`` (windowed, FFT'd)."""
+        sp = self.sp
+        spec = out[: hi - lo]
+        for first, count, view in frames:
+            a, b = max(lo, first), min(hi, first + count)
             if a >= b:
                 continue
-            start = seg.offset + (a - seg.first) * hop
             dst = spec[a - lo : b - lo]
             if self._even:
-                src = seg.source[start:].view(np.float32)
-                frames = np.lib.stride_tricks.as_strided(src, shape=(b - a, 2 * nfft), strides=(hop * 8, 4))
-                np.multiply(frames, self._window2, out=dst.view(np.float32))
+                np.multiply(view[a - first : b - first], self._window2, out=dst.view(np.float32))
             else:
-                src = seg.source[start:]
-                frames = np.lib.stride_tricks.as_strided(src, shape=(b - a, nfft), strides=(hop * 8, 8))
-                np.multiply(frames, sp._window, out=dst)
+                np.multiply(view[a - first : b - first], sp._window, out=dst)
         scipy.fft.fft(spec, axis=-1, workers=1, overwrite_x=True)  # in place; pocketfft keeps complex64
         if sp.cfg.remove_dc:
             spec[:, sp._dc] = spec[:, sp._dc + 1]  # the DC spike of zero-IF receivers reads as its neighbour
@@ -391,13 +405,14 @@ class _BlockedKernel:
 
     def _run(self, segments: list[_Segment], n_slices: int, image: np.ndarray, take_log: bool) -> None:
         blocks = self._plan(n_slices)
+        frames = self._frames(segments)
         counter = itertools.count()  # next() is atomic in CPython: workers take blocks in turn
 
         def work(w: int) -> None:
             spec_buf, bin_buf, power_buf = self._spec[w], self._binned[w], self._power[w]
             while (i := next(counter)) < len(blocks):
                 blk = blocks[i]
-                binned = self._bin(self._spectra(segments, blk.lo, blk.hi, spec_buf), bin_buf, power_buf)
+                binned = self._bin(self._spectra(frames, blk.lo, blk.hi, spec_buf), bin_buf, power_buf)
                 # CSR x dense is one pass of multiply-adds in C (no BLAS, GIL released); its
                 # small result goes straight through the log into the image rows.
                 rows = blk.matrix @ binned
@@ -432,10 +447,10 @@ class _BlockedKernel:
         sp = self.sp
         segments, n_slices, first = sp._advance(sp._samples(chunk), chunk)
         out = np.empty((n_slices, sp.nfft), dtype=np.float32)
-        buf = self._spec[0]
+        buf, frames = self._spec[0], self._frames(segments)
         for lo in range(0, n_slices, self.block_slices):
             hi = min(n_slices, lo + self.block_slices)
-            pairs = self._spectra(segments, lo, hi, buf).view(np.float32)
+            pairs = self._spectra(frames, lo, hi, buf).view(np.float32)
             np.square(pairs, out=pairs)
             np.add(pairs[:, 0::2], pairs[:, 1::2], out=out[lo:hi])
         return out, first
