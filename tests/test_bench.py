@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import replace
 
 import pytest
+import structlog
 
 from rfstream.bench import format_peers, spectrogram_peers, stage_cpu
 from rfstream.cli import main
@@ -17,6 +19,18 @@ SMALL = replace(
     spectrogram=SpectrogramConfig(nfft=1024, hop=512, width=256, height=128),
     source=replace(SMALL.source, chunk_ms=50.0),
 )
+
+
+@pytest.fixture
+def restore_logging():
+    """``main`` configures logging (and captures warnings) for the process: undo it afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
 
 
 def test_peer_rows_time_every_contender_on_the_same_slices():
@@ -44,7 +58,7 @@ def test_stage_cpu_names_the_spectrogram_and_each_detector():
     assert all(v >= 0 for v in costs.values())
 
 
-def test_bench_json_carries_the_peer_rows(capsys, tmp_path):
+def test_bench_json_carries_the_peer_rows(capsys, tmp_path, restore_logging):
     cfg = tmp_path / "energy.toml"
     cfg.write_text(
         "[spectrogram]\nnfft = 1024\nhop = 512\nwidth = 256\nheight = 128\n\n"
@@ -75,7 +89,7 @@ def test_bench_json_carries_the_peer_rows(capsys, tmp_path):
     assert "spectrogram vs peers" in report["table"]
 
 
-def test_bench_without_peers_and_a_bad_count(capsys):
+def test_bench_without_peers_and_a_bad_count(capsys, restore_logging):
     cfg = replace(SMALL, detectors=(DetectorConfig(name="energy", kind="energy"),))
     from rfstream.bench import run_bench
 
