@@ -492,17 +492,20 @@ def _emit(
     rate = fs * m_low / m if low else fs
     length = int(em.max_len * rate / fs) if low else em.max_len
     x, duty = tx.mod.render(tx.rng, tx.plan, length, rate)
+    x = x[:length]
     if x.size < 16:
         return None
     x = apply_path(tx.rng, x, rate, tx.path, 0.0 if low else center)
+    p_on = float(np.mean(x.real**2 + x.imag**2)) / duty
+    if not p_on > 0:  # nothing was sent
+        return None
     lo, hi = occupied_band(x, rate, tx.bw_hz)
     if low:
         lo, hi = lo + center, hi + center
     band = max(hi - lo, fs / SNR_FLOOR_BINS)
     mid = 0.5 * (lo + hi)
     noise = band_noise_power(rx, mid - band / 2, mid + band / 2, fs)
-    p_on = float(np.mean(x.real**2 + x.imag**2)) / duty
-    x *= np.float32(math.sqrt(10 ** (tx.snr_db / 10) * noise / max(p_on, 1e-30)))
+    x *= np.float32(math.sqrt(10 ** (tx.snr_db / 10) * noise / p_on))
     if not low:
         bursts[em.start : em.start + x.size] += x
         return em.start, int(x.size), lo, hi

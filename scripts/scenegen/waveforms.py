@@ -166,7 +166,7 @@ def voice(
         m = m.real
     # syllables: a smooth random envelope at ~4 Hz with pauses
     ne = math.ceil(n * 8.0 / fs) + 2
-    env = np.clip(rng.standard_normal(ne) + 0.6, 0.0, None)
+    env = np.clip(rng.standard_normal(ne) + 0.6, 0.15, None)  # pauses keep some breath and room noise
     m = m * np.interp(np.arange(n) * 8.0 / fs, np.arange(ne), env)
     m = m / (np.max(np.abs(m)) + 1e-12)
     return m.astype(np.complex64 if analytic else np.float32)
@@ -502,7 +502,7 @@ def _render_morse(rng: np.random.Generator, p: Plan, n: int, fs: float) -> Wave:
     if not units:
         units = [1]
     env, on = _keyed(np.array(units), unit, 0.1)
-    return unit_power(env.astype(np.complex64), on)
+    return unit_power(env[:n].astype(np.complex64), on[:n])
 
 
 _register("cw_morse", "keyed", "Morse code keyed carrier (one annotation per word)")(
