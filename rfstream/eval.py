@@ -89,6 +89,7 @@ __all__ = [
     "count_duplicates",
     "evaluate",
     "filter_by_snr",
+    "recall_by_group",
     "recall_by_snr",
     "reliability",
     "score_run",
@@ -501,6 +502,31 @@ def recall_by_snr(
     """Recall per SNR bin (edges in dB; below the first and from the last open-ended)."""
     m = _Matching(truth, detections, ignore)
     return _snr_bins(m, m.match(iou_threshold, label_aware), edges_db)
+
+
+def recall_by_group(
+    truth: Sequence[TruthBox],
+    detections: Sequence[Detection],
+    groups: Sequence[str],
+    *,
+    iou_threshold: float = 0.5,
+    label_aware: bool = False,
+    ignore: Sequence[TruthBox] = (),
+) -> dict[str, tuple[int, int, float | None]]:
+    """Recall per group of truth (``groups[i]`` names truth ``i``'s group, e.g. a generator's fine
+    label): ``{group: (n_truth, tp, recall)}`` under the one matching."""
+    if len(groups) != len(truth):
+        raise ValueError(f"{len(groups)} groups for {len(truth)} truth boxes")
+    m = _Matching(truth, detections, ignore)
+    r = m.match(iou_threshold, label_aware)
+    found = np.zeros(len(truth), dtype=bool)
+    found[r.matched[r.matched >= 0]] = True
+    out: dict[str, tuple[int, int, float | None]] = {}
+    for g in sorted(set(groups)):
+        mask = np.array([x == g for x in groups], dtype=bool)
+        n, tp = int(mask.sum()), int(found[mask].sum())
+        out[g] = (n, tp, tp / n if n else None)
+    return out
 
 
 # --- confusion matrix ---------------------------------------------------------------------------

@@ -32,6 +32,7 @@ duplicates, reliability/ECE). Prints markdown tables; ``--out`` writes JSON.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -48,6 +49,7 @@ from rfstream.dsp.backend import get_backend  # noqa: E402
 from rfstream.eval import (  # noqa: E402
     RunReport,
     clip_to_frames,
+    recall_by_group,
     score_run,
     select_truth,
     split_by_snr,
@@ -164,6 +166,20 @@ def _seeds(text: str) -> list[int]:
     return out
 
 
+FINE_KEY = "scenegen:label"  # scenegen's own type of each emission, beside the family in core:label
+
+
+def fine_labels(meta: Path, annotations: list[Any], rate_hz: float) -> list[str]:
+    """Each annotation's generator-specific type (``scenegen:label``), or its family where there is none."""
+    raw = json.loads(meta.read_text()).get("annotations", [])
+    by_key = {(a.get("core:sample_start"), round(float(a.get("core:freq_lower_edge", 0.0)))): a for a in raw}
+    out = []
+    for a in annotations:
+        entry = by_key.get((round(a.t_start_s * rate_hz), round(a.f_low_hz)), {})
+        out.append(str(entry.get(FINE_KEY, a.label)))
+    return out
+
+
 def evaluate_generator(
     generator: str,
     args: argparse.Namespace,
@@ -175,6 +191,7 @@ def evaluate_generator(
     names = [r.name for r in recorders]
     found: dict[str, list[list[Any]]] = {name: [] for name in [*names, PUBLISHED]}  # per chunk
     truth: list[Any] = []
+    fine: list[str] = []  # per truth piece: the generator's own type
     frames_all: list[Any] = []
     n_annotations = n_own = 0
     recordings = []
@@ -191,7 +208,14 @@ def evaluate_generator(
             annotations, own = select_truth(read_annotations(meta))
             n_annotations += len(annotations)
             n_own += len(own)
-            truth.extend(clip_to_frames(annotations, frames))
+            pieces = clip_to_frames(annotations, frames)
+            truth.extend(pieces)
+            # the same cut with the fine type as label: clip_to_frames keeps the order, so the two align
+            typed = [
+                dataclasses.replace(a, label=t)
+                for a, t in zip(annotations, fine_labels(meta, annotations, rate), strict=True)
+            ]
+            fine.extend(p.label for p in clip_to_frames(typed, frames))
             frames_all.extend(frames)
             found[PUBLISHED].extend(list(r.detections) for r in results)
             for rec in recorders:
@@ -206,11 +230,23 @@ def evaluate_generator(
     widening = widening_note(truth, frames_all)
     ignored: list[Any] = []
     if args.min_snr is not None:
-        truth, ignored = split_by_snr(truth, args.min_snr)
+        every = truth
+        truth, ignored = split_by_snr(every, args.min_snr)
+        kept = {id(t) for t in truth}
+        fine = [f for f, t in zip(fine, every, strict=True) if id(t) in kept]
     reports: dict[str, RunReport] = {}
+    by_type: dict[str, dict[str, Any]] = {}
     for name, groups in found.items():
         dets = [d for g in groups for d in g]
         reports[name] = score_run(truth, dets, groups=groups, ignore=ignored)
+        by_type[f"{name} any label @0.5"] = recall_by_group(truth, dets, fine, ignore=ignored)
+        if name == PUBLISHED:
+            by_type[f"{name} any label @0.25"] = recall_by_group(
+                truth, dets, fine, iou_threshold=0.25, ignore=ignored
+            )
+            by_type[f"{name} label @0.5"] = recall_by_group(
+                truth, dets, fine, label_aware=True, ignore=ignored
+            )
     return {
         "generator": generator,
         "recordings": recordings,
@@ -219,6 +255,7 @@ def evaluate_generator(
         "truth_pieces": len(truth),
         "ignored_truth_pieces": len(ignored),
         "widening": widening,
+        "recall_by_type": by_type,
         "reports": reports,
     }
 
@@ -311,6 +348,17 @@ def reliability_table(rep: RunReport) -> str:
     )
 
 
+def type_table(by_type: dict[str, dict[str, Any]]) -> str:
+    """Recall per generator type (scenegen's fine labels): where the misses are."""
+    columns = list(by_type)
+    first = by_type[columns[0]]
+    rows = [
+        [t, str(first[t][0]), *(_f(by_type[c][t][2]) for c in columns)]
+        for t in sorted(first, key=lambda k: (-first[k][0], k))
+    ]
+    return _md(["type", "truth", *(f"recall {c}" for c in columns)], rows)
+
+
 def generator_section(result: dict[str, Any], args: argparse.Namespace) -> str:
     gen = result["generator"]
     reports: dict[str, RunReport] = result["reports"]
@@ -337,6 +385,16 @@ def generator_section(result: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         per_label_table(pub),
         "",
+        *(
+            [
+                "Recall per type (scenegen's fine label of each truth piece):",
+                "",
+                type_table(result["recall_by_type"]),
+                "",
+            ]
+            if gen == "indep"
+            else []
+        ),
         "Recall per SNR bin (IoU 0.5):",
         "",
         snr_table(reports),

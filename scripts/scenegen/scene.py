@@ -191,10 +191,21 @@ def schedule(tx: Transmitter, n: int, fs: float) -> list[Emission]:
         slot_n = round(slot * fs)
         frame_n = 8 * slot_n
         active = sorted(rng.choice(8, int(rng.integers(1, 5)), replace=False).tolist())
+        # neighbouring active slots are one burst (the guard between them is short): group them
+        runs: list[tuple[int, int]] = []
+        for s_ in active:
+            if runs and runs[-1][0] + runs[-1][1] == s_:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+            else:
+                runs.append((s_, 1))
         on_from = round(rng.uniform(0, 0.4) * n)
         on_to = n if rng.random() < 0.5 else round(rng.uniform(0.6, 1.0) * n)
         frames = range(on_from, on_to - frame_n + 1, frame_n)
-        return [Emission(f0 + s * slot_n, round(slot_n * 0.93), 0.0) for f0 in frames for s in active]
+        return [
+            Emission(f0 + first * slot_n, round(slot_n * (count - 0.07)), 0.0)
+            for f0 in frames
+            for first, count in runs
+        ]
     if act == "train":
         scan = round(p["scan_s"] * fs)
         t = round(rng.uniform(0, 1) * scan)
