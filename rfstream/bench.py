@@ -14,6 +14,7 @@ import resource
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,22 +69,17 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 
 
 def bench_rate(
-    cfg: Config, rate_hz: float, *, chunks: int, config_path: str | None, publish: bool
+    cfg: Config, rate_hz: float, *, chunks: int, config_dir: Path | None, publish: bool
 ) -> dict[str, Any]:
-    from rfstream.cli import build_detectors
-    from rfstream.dsp.backend import get_backend
-    from rfstream.pipeline import Pipeline
+    from rfstream.runner import assemble
     from rfstream.sources.synth import SynthSource
 
-    cfg = replace(cfg, source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz))
-    backend = get_backend(cfg.spectrogram.backend)
-    detectors = build_detectors(cfg)
+    cfg = replace(
+        cfg,
+        source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz),
+        publish=replace(cfg.publish, endpoint="tcp://127.0.0.1:*" if publish else "", annotations=""),
+    )
     source = _Limited(SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7), chunks + WARMUP_CHUNKS)
-    sinks: list[Any] = []
-    if publish:
-        from rfstream.sinks.zmq import ZmqPublisher
-
-        sinks.append(ZmqPublisher(replace(cfg.publish, endpoint="tcp://127.0.0.1:*")))
     results: list[ChunkResult] = []
     totals: list[float] = []
     last = [time.perf_counter()]
@@ -95,8 +91,7 @@ def bench_rate(
             totals.append((now - last[0]) * 1e3)
         last[0] = now
 
-    pipeline = Pipeline(cfg, source, detectors, sinks, backend=backend, lossless=True, on_result=keep)
-    pipeline.run()
+    assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir).run()
     stages: dict[str, list[float]] = {}
     for r in results:
         for name, ms in r.timings_ms.items():
@@ -120,10 +115,10 @@ def run_bench(
     rates: Sequence[float],
     *,
     chunks: int = 20,
-    config_path: str | None = None,
+    config_dir: Path | None = None,
     publish: bool = False,
 ) -> dict[str, Any]:
-    runs = [bench_rate(cfg, r, chunks=chunks, config_path=config_path, publish=publish) for r in rates]
+    runs = [bench_rate(cfg, r, chunks=chunks, config_dir=config_dir, publish=publish) for r in rates]
     report: dict[str, Any] = {
         "machine": machine(),
         "detectors": [d.name for d in cfg.detectors if d.enabled],

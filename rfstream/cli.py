@@ -8,12 +8,11 @@ one line, ``rfstream: error: <message>``, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import difflib
 import json
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--log-format", choices=("auto", "console", "json"), help="log format (default: auto)")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, tables or info logs (warnings still show)",
+    )
 
 
 def _add_replay_options(p: argparse.ArgumentParser) -> None:
@@ -62,6 +66,8 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, A
         out["runtime.log_format"] = args.log_format
     if getattr(args, "log_level", None):
         out["runtime.log_level"] = args.log_level
+    elif getattr(args, "quiet", False):
+        out["runtime.log_level"] = "warning"  # -q: only what needs attention
     for pair in getattr(args, "set", []) or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -96,91 +102,10 @@ def _interactive(args: argparse.Namespace) -> bool:
     return not getattr(args, "quiet", False) and sys.stderr.isatty()
 
 
-@contextlib.contextmanager
-def progress_callback(desc: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A ``progress(done, total)`` callback drawing a tqdm bar on a terminal; None otherwise."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(desc=desc, leave=False)
-
-    def update(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield update
-    finally:
-        bar.close()
-
-
-# --- building a run ---------------------------------------------------------------------------
-def build_detectors(cfg: Config, config_dir: Path | None = None) -> list[Any]:
-    from rfstream.detect.registry import build_detectors as build
-    from rfstream.dsp.backend import get_backend
-
-    backend = get_backend(cfg.spectrogram.backend)
-    return build(cfg.detectors, cfg.spectrogram, backend=backend, config_dir=config_dir)
-
-
-def run_pipeline(
-    cfg: Config,
-    *,
-    sinks: Sequence[Any] = (),
-    sink_factories: Sequence[Callable[[Any], Any]] = (),
-    lossless: bool | None = None,
-    on_result: Callable[[Any], None] | None = None,
-    progress: bool = False,
-    config_path: str | None = None,
-) -> Any:
-    """Open the source and detectors from ``cfg``, run the pipeline to the end, return its summary."""
-    from rfstream.dsp.backend import get_backend
-    from rfstream.pipeline import Pipeline
-    from rfstream.sources import open_source
-
-    backend = get_backend(cfg.spectrogram.backend)
-    detectors = build_detectors(cfg, Path(config_path).parent if config_path else None)
-    source = open_source(cfg.source)
-    built = False
-    try:
-        sinks = [*sinks, *(make(source.info) for make in sink_factories)]
-        built = True
-    finally:
-        if not built:  # a sink that cannot open (an unwritable path) must not leak the source
-            source.close()
-    pipeline = Pipeline(
-        cfg,
-        source,
-        detectors,
-        sinks,
-        backend=backend,
-        lossless=lossless,
-        on_result=on_result,
-        progress=progress,
-    )
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-    def _stop(signum: int, _frame: Any) -> None:
-        pipeline.stop()
-
-    for sig in previous:
-        signal.signal(sig, _stop)
-    try:
-        return pipeline.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _publisher_sinks(cfg: Config) -> list[Any]:
-    if not cfg.publish.endpoint:
-        return []
-    from rfstream.sinks.zmq import ZmqPublisher
-
-    return [ZmqPublisher(cfg.publish)]
+def _config_dir(args: argparse.Namespace) -> Path | None:
+    """Model files named in a config file may sit beside it."""
+    config = getattr(args, "config", None)
+    return Path(config).parent if config else None
 
 
 def _print_summary(summary: Any, *, started: float, out: Any = sys.stderr) -> None:
@@ -215,40 +140,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         extra["publish.endpoint"] = ""
     if args.spectrogram:
         extra["publish.spectrogram"] = True
-    cfg = _load(args, _REPLAY_FLAGS, extra)
-    factories = []
     if args.annotate:
-        from rfstream.sinks.sigmf_annotations import AnnotationWriter
-
-        meta = Path(args.capture)
-        recording = meta if meta.name.endswith((".sigmf-meta", ".sigmf-data")) else None
-        factories.append(
-            lambda info: AnnotationWriter(
-                recording.with_suffix(".sigmf-meta") if recording else None,
-                Path(args.annotate),
-                sample_rate_hz=info.sample_rate_hz,
-                center_freq_hz=info.center_freq_hz,
-            )
-        )
+        extra["publish.annotations"] = args.annotate
+    cfg = _load(args, _REPLAY_FLAGS, extra)
     started = time.monotonic()
     if cfg.source.realtime:
         # Paced like a live source: the daemon's runtime (notify, watchdog, signals, SIGHUP, health).
         from rfstream.daemon import Daemon
 
-        summary = Daemon(cfg, config_path=args.config, sink_factories=factories).run()
+        summary = Daemon(cfg, config_path=args.config).run()
     else:
-        summary = run_pipeline(
-            cfg,
-            sinks=_publisher_sinks(cfg),
-            sink_factories=factories,
-            lossless=True,
-            progress=_interactive(args),
-            config_path=args.config,
-        )
+        from rfstream.runner import run_pipeline
+
+        summary = run_pipeline(cfg, lossless=True, progress=_interactive(args), config_dir=_config_dir(args))
     if not args.quiet:
         _print_summary(summary, started=started)
-        if args.annotate:
-            print(f"annotations written to {args.annotate}", file=sys.stderr)
+        if cfg.publish.annotations:
+            print(f"annotations written to {cfg.publish.annotations}", file=sys.stderr)
     return 0
 
 
@@ -269,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from rfstream.runner import progress_callback
     from rfstream.sources.synth import synthesize
 
     if args.rate <= 0:
@@ -295,15 +204,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def collect_run(cfg: Config, *, progress: bool, config_path: str | None = None) -> tuple[list[Any], Any]:
-    """Replay losslessly, keeping every ChunkResult (eval, demo)."""
-    results: list[Any] = []
-    summary = run_pipeline(
-        cfg, lossless=True, on_result=results.append, progress=progress, config_path=config_path
-    )
-    return results, summary
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from rfstream.eval import (
         clip_to_frames,
@@ -313,6 +213,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         widening_note,
         widening_stats,
     )
+    from rfstream.runner import collect_run
     from rfstream.sources.raw import datatype_from_extension
     from rfstream.sources.sigmf import read_annotations
 
@@ -341,7 +242,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     truth_line = f"truth: {len(annotations)} annotations of {args.capture} ({', '.join(generators)})" + (
         f'; left out {len(own)} that rfstream wrote (core:generator "rfstream")' if own else ""
     )
-    results, _ = collect_run(cfg, progress=_interactive(args), config_path=args.config)
+    results, _ = collect_run(cfg, progress=_interactive(args), config_dir=_config_dir(args))
     frames = [r.frame for r in results]
     truth = clip_to_frames(annotations, frames)
     widening = widening_note(truth, frames)
@@ -377,10 +278,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from rfstream.sinks.listen import listen
+    from rfstream.sinks.listen import listen, silence_message
 
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
-    listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
+    received = listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
+    if received == 0 and args.timeout is not None:
+        raise InputError(silence_message(args.endpoint, args.timeout))
     return 0
 
 
@@ -391,7 +294,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if not rates or any(r <= 0 for r in rates):
         raise InputError(f"--rates must be positive sample rates, got {args.rates!r}")
-    report = run_bench(cfg, rates, chunks=args.chunks, config_path=args.config, publish=args.publish)
+    report = run_bench(cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish)
     print(json.dumps(report, indent=2) if args.json else report["table"])
     return 0
 
@@ -508,10 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
-    p = verbs.add_parser("keys", help="generate ZeroMQ CURVE keys for remote publishing")
-    p.add_argument("dir", help="directory for the key files")
-    p.add_argument("--name", default="server", help="key name (default server)")
-    p.set_defaults(func=cmd_keys)
+    p = verbs.add_parser("keys", help="ZeroMQ CURVE keys for remote publishing")
+    keys = p.add_subparsers(dest="keys_command", metavar="{generate}", required=True)
+    g = keys.add_parser("generate", help="write a key pair NAME.key and NAME.key_secret (0600) into DIR")
+    g.add_argument("dir", metavar="DIR", help="directory for the key files (created if missing)")
+    g.add_argument("--name", default="server", help="key name (default server)")
+    g.set_defaults(func=cmd_keys)
 
     _add_plugin_verb(
         verbs, "train", "rfstream.train.cli", "train the shipped models (needs the 'train' extra)"
@@ -541,22 +446,70 @@ def _missing(name: str) -> int:
     raise FatalError(f"'rfstream {name}' is not available in this installation")
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an unknown flag is reported with the verb's own usage and a did-you-mean."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        verb = _innermost_parser(parser, args)
+        options = [s for action in verb._actions for s in action.option_strings]
+        flag = next((u.partition("=")[0] for u in unknown if u.startswith("-")), "")
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6) if flag else []
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        verb.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the verb the user chose, e.g. ``rfstream keys generate``."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return parser
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         from rfstream.runtime.logging import configure_logging
 
         configure_logging("auto", "info")  # verbs that load a config set their own
         return int(args.func(args) or 0)
     except RfstreamError as exc:
-        print(f"rfstream: error: {exc}", file=sys.stderr)
+        print(f"rfstream: error: {_one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("rfstream: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `rfstream listen | head`
         return 0
+    except Exception as exc:  # a bug of ours: one line, the traceback only when asked for
+        if _debug_requested(args):
+            import traceback
+
+            traceback.print_exc()
+        detail = _one_line(f"{type(exc).__name__}: {exc}")
+        print(f"rfstream: error: internal error: {detail} (please report it)", file=sys.stderr)
+        return INTERNAL_ERROR_EXIT
+
+
+INTERNAL_ERROR_EXIT = 70  # EX_SOFTWARE
+
+
+def _one_line(text: str) -> str:
+    """An error message as one line: libraries sometimes put the cause on the next lines."""
+    return " ".join(part.strip() for part in text.splitlines() if part.strip()) or "(no message)"
+
+
+def _debug_requested(args: argparse.Namespace) -> bool:
+    import os
+
+    level = getattr(args, "log_level", None) or os.environ.get("RFSTREAM_RUNTIME__LOG_LEVEL", "")
+    return str(level).lower() == "debug"
 
 
 if __name__ == "__main__":

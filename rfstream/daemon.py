@@ -2,8 +2,9 @@
 
 One :class:`Daemon` owns a run from start to exit::
 
-    checks (endpoint policy, CURVE) -> Prometheus endpoint -> publisher -> detectors (warm) -> source
-    -> Pipeline (live mode) on the main thread, a control thread beside it
+    Prometheus endpoint -> rfstream.runner.assemble (endpoint policy, recording, publisher,
+    detectors warm, SDR, annotation writer) -> Pipeline (live mode) on the main thread,
+    a control thread beside it
 
 - systemd: ``READY=1`` once the models are warm and the first chunk has been
   handled; ``WATCHDOG=1`` (with ``STATUS=`` live rates) only while chunks keep
@@ -113,83 +114,39 @@ class Daemon:
         self._pinned = _pinned_overrides(cfg, config_path)
 
     # --- building ------------------------------------------------------------------------------
-    def _open(self, stack: list[Any]) -> Pipeline:
-        """Everything the run needs, in the order that fails fastest and cheapest."""
-        from rfstream import cli
-        from rfstream.dsp.backend import get_backend
-        from rfstream.sinks.security import check_publish_security
-        from rfstream.sources import open_source
+    def _open(self) -> Pipeline:
+        """Everything the run needs (rfstream.runner.assemble), plus the Prometheus endpoint first."""
+        from rfstream.runner import assemble
 
-        cfg = self.cfg
-        check_publish_security(cfg.publish)
-        if cfg.runtime.metrics_endpoint:
+        if self.cfg.runtime.metrics_endpoint:
             from rfstream.runtime.prometheus import PrometheusExporter
 
-            self._exporter = PrometheusExporter(self.metrics, cfg.runtime.metrics_endpoint).start()
-        sinks: list[Any] = []
-        if cfg.publish.endpoint:
-            from rfstream.sinks.zmq import ZmqPublisher
-
-            publisher = ZmqPublisher(cfg.publish)
-            stack.append(publisher)
-            sinks.append(publisher)
-            self.metrics.extra["publish"] = publisher.stats
-        backend = get_backend(cfg.spectrogram.backend)
-        detectors = cli.build_detectors(cfg, self._config_dir())  # warmed up: READY means ready
-        stack.append(_Closer(detectors))
-        source = open_source(cfg.source)
-        stack.append(source)
-        stats = getattr(source, "stats", None)
-        if callable(stats):
-            self.metrics.extra["source"] = stats
-        if hasattr(source, "device_state"):
-            self.metrics.device_state_fn = lambda: source.device_state
-        extra = [self._annotation_writer(source)] if cfg.publish.annotations else []
-        stack.extend(extra)
-        for make in self._sink_factories:
-            extra.append(make(source.info))
-            stack.append(extra[-1])
-        sinks.extend(extra)
-        stack.clear()  # from here on the pipeline owns and closes everything
-        pipeline = Pipeline(
-            cfg, source, detectors, sinks, backend=backend, lossless=False, metrics=self.metrics
+            rt = self.cfg.runtime
+            self._exporter = PrometheusExporter(
+                self.metrics, rt.metrics_endpoint, allow_remote=rt.metrics_allow_remote
+            ).start()
+        pipeline = assemble(
+            self.cfg,
+            sink_factories=self._sink_factories,
+            lossless=False,
+            metrics=self.metrics,
+            config_dir=self._config_dir(),
         )
         pipeline.heartbeat = self._chunk_handled
         return pipeline
-
-    def _annotation_writer(self, source: Any) -> Any:
-        from rfstream.sinks.sigmf_annotations import AnnotationWriter
-
-        path = self.cfg.source.path
-        recording = (
-            path
-            if self.cfg.source.kind == "sigmf" and path.endswith((".sigmf-meta", ".sigmf-data"))
-            else None
-        )
-        return AnnotationWriter(
-            Path(recording).with_suffix(".sigmf-meta") if recording else None,
-            Path(self.cfg.publish.annotations),
-            sample_rate_hz=source.info.sample_rate_hz,
-            center_freq_hz=source.info.center_freq_hz,
-            description=source.info.description,
-        )
 
     def _config_dir(self) -> Path | None:
         return Path(self.config_path).parent if self.config_path else None
 
     # --- running -------------------------------------------------------------------------------
     def run(self) -> RunSummary:
-        stack: list[Any] = []
         opened = False
         try:
-            self.pipeline = self._open(stack)
+            self.pipeline = self._open()
             opened = True
         finally:
-            if not opened:  # close what was opened before the failure (or an interrupt)
-                for item in reversed(stack):
-                    _close_quietly(item)
-                if self._exporter is not None:
-                    self._exporter.close()
+            if not opened and self._exporter is not None:  # assemble() closed what it had opened
+                self._exporter.close()
         pipeline = self.pipeline
         self._watchdog = watchdog = Watchdog(
             self.notifier,
@@ -222,6 +179,8 @@ class Daemon:
             self.notifier.close()
             if self._exporter is not None:
                 self._exporter.close()
+            if summary is None:  # the run failed (a source error, a sink that could not be closed)
+                self._log_accounting(self.metrics.health(), interrupted=self._stop_requested)
         self._log_accounting(summary.health, interrupted=summary.interrupted)
         return summary
 
@@ -310,7 +269,7 @@ class Daemon:
                 self._reload()
 
     def _reload(self) -> None:
-        from rfstream import cli
+        from rfstream.runner import build_detectors
 
         assert self.pipeline is not None
         if not self.config_path:
@@ -318,7 +277,7 @@ class Daemon:
             return
         try:
             new = replace_config(load_config(self.config_path), **self._pinned)
-            detectors = cli.build_detectors(new, self._config_dir())
+            detectors = build_detectors(new, self._config_dir())
         except RfstreamError as exc:
             self.metrics.count("reload_failures")
             log.error("reload failed; keeping the running config", error=str(exc))
@@ -359,24 +318,6 @@ class Daemon:
         if "source" in health:
             fields["source"] = health["source"]
         (log.info if exact else log.error)("stopped", **fields)
-
-
-class _Closer:
-    """Closes a list of detectors if the start fails before the pipeline owns them."""
-
-    def __init__(self, detectors: Sequence[Any]) -> None:
-        self._detectors = detectors
-
-    def close(self) -> None:
-        for d in self._detectors:
-            d.close()
-
-
-def _close_quietly(item: Any) -> None:
-    try:
-        item.close()
-    except Exception as exc:  # the start already failed; that error is the one to report
-        log.debug("close during failed start", error=str(exc))
 
 
 def _pinned_overrides(cfg: Config, config_path: str | None) -> dict[str, dict[str, Any]]:

@@ -66,9 +66,9 @@ def truth_fc(meta: Path) -> float:
 
 
 def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int, quiet: bool = False) -> int:
-    from rfstream.cli import collect_run, progress_callback
     from rfstream.eval import clip_to_frames, evaluate, split_by_snr
     from rfstream.render import render_waterfall
+    from rfstream.runner import collect_run, progress_callback
     from rfstream.sinks.sigmf_annotations import AnnotationWriter
     from rfstream.sources.sigmf import read_annotations
     from rfstream.sources.synth import synthesize

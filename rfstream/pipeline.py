@@ -48,7 +48,7 @@ from rfstream.dsp.backend import Backend, numpy_backend
 from rfstream.dsp.spectrogram import make_spectrogrammer
 from rfstream.runtime.metrics import Metrics
 from rfstream.runtime.policy import DEGRADE_LEVELS, DeadlinePolicy, DegradePolicy
-from rfstream.sinks.base import Sink
+from rfstream.sinks.base import Sink, SpectrogramSink, TrackSink
 from rfstream.sources.base import Source
 from rfstream.track import Tracker
 from rfstream.types import Chunk, ChunkResult, TrackEvent
@@ -141,6 +141,7 @@ class Pipeline:
             reader = threading.Thread(target=self._read, name="rfstream-reader", daemon=True)
             reader.start()
         bar = self._progress_bar()
+        close_error: Exception | None = None
         try:
             for chunk in self._chunks():
                 self._handle(chunk)
@@ -155,7 +156,7 @@ class Pipeline:
                 reader.join(timeout=2.0)
             self._finish_tracks()
             self._emit_health(force=True)
-            self._close_sinks()
+            close_error = self._close_sinks()
             self.fanout.close()
             with self._pending_lock:
                 pending, self._pending = self._pending, None
@@ -163,6 +164,17 @@ class Pipeline:
                 pending[1].close()
         if self._source_error is not None:
             raise self._source_error
+        if close_error is not None:
+            # the results could not all be written: say so with the run's accounting, then fail
+            health = self.metrics.health()
+            log.error(
+                "run ended, but a sink could not be closed",
+                error=str(close_error),
+                chunks_processed=health["chunks"]["processed"],
+                detections=health["detections"],
+                samples_processed=health["samples"]["processed"],
+            )
+            raise close_error
         return RunSummary(self.metrics.health(), self._tracks_seen, self._stop.is_set())
 
     def stop(self) -> None:
@@ -296,7 +308,7 @@ class Pipeline:
         priorities = {d.priority for d in self.fanout.detectors}
         if len(priorities) > 1:
             levels.append(1)
-        if self.cfg.publish.spectrogram and any(hasattr(s, "set_spectrogram") for s in self.sinks):
+        if self.cfg.publish.spectrogram and any(isinstance(s, SpectrogramSink) for s in self.sinks):
             levels.append(2)
         return sorted(levels)
 
@@ -325,9 +337,8 @@ class Pipeline:
             self.fanout.set_enabled(d.name for d in self.fanout.detectors)
         self._skips_spectrogram = False
         for sink in self.sinks:
-            set_spectrogram = getattr(sink, "set_spectrogram", None)
-            if set_spectrogram is not None and self.cfg.publish.spectrogram:
-                set_spectrogram(level < 2)
+            if isinstance(sink, SpectrogramSink) and self.cfg.publish.spectrogram:
+                sink.set_spectrogram(level < 2)
                 self._skips_spectrogram = level >= 2
         self._shed_toggle = False
 
@@ -367,9 +378,8 @@ class Pipeline:
         if not events:
             return
         for sink in self.sinks:
-            publish_events = getattr(sink, "publish_track_events", None)
-            if publish_events is not None:
-                publish_events(tuple(events), self._last_seq)
+            if isinstance(sink, TrackSink):
+                sink.publish_track_events(tuple(events), self._last_seq)
 
     def _maybe_health(self) -> None:
         self._emit_health(force=False)
@@ -383,15 +393,15 @@ class Pipeline:
         for sink in self.sinks:
             sink.publish_health(health)
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self) -> Exception | None:
+        """Close every sink even if one fails; the first failure, if any."""
         errors = []
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as exc:  # close every sink even if one fails; report the first
+            except Exception as exc:
                 errors.append(exc)
-        if errors:
-            raise errors[0]
+        return errors[0] if errors else None
 
     def _progress_bar(self) -> Any:
         total = self.source.info.total_samples

@@ -13,7 +13,8 @@ Two generators (``--generator synth|indep|both``):
   are its headline: its families are mapped onto rfstream's labels, but the boxes
   are what must hold up first.
 
-Each recording is replayed through the real ``rfstream.pipeline.Pipeline``,
+Each recording is replayed through the real ``Pipeline``, assembled by
+``rfstream.runner.assemble`` as every verb assembles a run,
 losslessly, exactly as ``rfstream replay`` / ``rfstream eval`` run it: the
 spectrogram, every detector of the configuration (default: the shipped one),
 the merge (or fusion) stage, the operating threshold and the tracker. What the
@@ -44,8 +45,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # scenegen lives beside this script
 
 from rfstream.config import load_config, replace  # noqa: E402
-from rfstream.detect.registry import build_detectors  # noqa: E402
-from rfstream.dsp.backend import get_backend  # noqa: E402
 from rfstream.eval import (  # noqa: E402
     RunReport,
     clip_to_frames,
@@ -55,8 +54,7 @@ from rfstream.eval import (  # noqa: E402
     split_by_snr,
     widening_note,
 )
-from rfstream.pipeline import Pipeline  # noqa: E402
-from rfstream.sources import open_source  # noqa: E402
+from rfstream.runner import assemble, build_detectors  # noqa: E402
 from rfstream.sources.sigmf import read_annotations  # noqa: E402
 
 PUBLISHED = "published"
@@ -140,16 +138,14 @@ def wrap(detector: Any) -> Recorder:
     return AsyncRecorder(detector) if callable(getattr(detector, "submit", None)) else Recorder(detector)
 
 
-def run_recording(cfg: Any, meta: Path, recorders: list[Recorder], backend: Any) -> list[Any]:
-    """Replay ``meta`` through the pipeline, losslessly; return its ChunkResults."""
+def run_recording(cfg: Any, meta: Path, recorders: list[Recorder]) -> list[Any]:
+    """Replay ``meta`` through the pipeline, losslessly, assembled as every verb assembles a run
+    (``rfstream.runner.assemble``); return its ChunkResults."""
     for r in recorders:
         r.reset()
     cfg = replace(cfg, source={"kind": "sigmf", "path": str(meta), "realtime": False, "loop": False})
     results: list[Any] = []
-    pipeline = Pipeline(
-        cfg, open_source(cfg.source), recorders, [], backend=backend, lossless=True, on_result=results.append
-    )
-    pipeline.run()
+    assemble(cfg, detectors=recorders, lossless=True, on_result=results.append).run()
     return results
 
 
@@ -185,7 +181,6 @@ def evaluate_generator(
     args: argparse.Namespace,
     cfg: Any,
     recorders: list[Recorder],
-    backend: Any,
     work: Path,
 ) -> dict[str, Any]:
     names = [r.name for r in recorders]
@@ -202,7 +197,7 @@ def evaluate_generator(
                 generator, work, seed, rate, args.duration, args.density if generator == "indep" else None
             )
             t1 = time.monotonic()
-            results = run_recording(cfg, meta, recorders, backend)
+            results = run_recording(cfg, meta, recorders)
             t2 = time.monotonic()
             frames = [r.frame for r in results]
             annotations, own = select_truth(read_annotations(meta))
@@ -432,22 +427,21 @@ def main(argv: list[str] | None = None) -> int:
     args.seeds_text = args.seeds
     args.seeds = _seeds(args.seeds)
     args.rates = [float(r) for r in args.rate.split(",") if r.strip()]
-    overrides: dict[str, Any] = {"publish.endpoint": ""}
+    overrides: dict[str, Any] = {"publish.endpoint": "", "publish.annotations": ""}
     for pair in args.set:
         key, _, value = pair.partition("=")
         overrides[key.strip()] = value
     cfg = load_config(args.config, overrides=overrides)
 
-    backend = get_backend(cfg.spectrogram.backend)
     config_dir = Path(args.config).resolve().parent if args.config else None
-    detectors = build_detectors(cfg.detectors, cfg.spectrogram, backend=backend, config_dir=config_dir)
+    detectors = build_detectors(cfg, config_dir)
     recorders = [wrap(d) for d in detectors]
     work = Path(args.workdir or tempfile.mkdtemp(prefix="rfstream-eval-"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     generators = GENERATORS if args.generator == "both" else (args.generator,)
     try:
-        results = [evaluate_generator(gen, args, cfg, recorders, backend, work) for gen in generators]
+        results = [evaluate_generator(gen, args, cfg, recorders, work) for gen in generators]
     finally:
         for d in detectors:
             d.close()

@@ -101,14 +101,15 @@ class FakeSystemd:
 
 def _main() -> int:
     import rfstream.cli as cli
+    import rfstream.runner as runner
 
     control = os.environ.get("RFS_TEST_SLEEP_FILE")
-    original = cli.build_detectors
+    original = runner.build_detectors
 
     def with_sleepy(cfg, config_dir=None):
         return [*original(cfg, config_dir), SleepyDetector("sleepy", priority=100, control=control)]
 
-    cli.build_detectors = with_sleepy
+    runner.build_detectors = with_sleepy
     return cli.main(sys.argv[1:])
 
 

@@ -9,9 +9,9 @@ import msgpack
 import pytest
 import zmq
 
-from rfstream.cli import run_pipeline
 from rfstream.config import Config, PublishConfig, replace
 from rfstream.eval import clip_to_frames, evaluate, split_by_snr
+from rfstream.runner import run_pipeline
 from rfstream.sinks.zmq import ZmqPublisher
 from rfstream.sources.sigmf import read_annotations
 from rfstream.sources.synth import synthesize

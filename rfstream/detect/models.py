@@ -18,11 +18,12 @@ engine was built for (GPU name, compute capability, TensorRT version, source
 sha256). A TorchScript ``.pt`` carries the same JSON as ``<file>.pt.json``.
 
 Resolution of a model *name* (no suffix): in each search directory in turn —
-an explicit path, the config file's directory, ``$RFSTREAM_MODEL_DIR``, the
-packaged ``rfstream/models/`` — try ``<name>.engine`` (only if its sidecar
-matches this GPU and TensorRT version and the ONNX file it was built from;
+the config file's directory, ``$RFSTREAM_MODEL_DIR``, the packaged
+``rfstream/models/``; never the current directory — try ``<name>.engine`` (only
+if its sidecar matches this GPU and TensorRT version and the sha256 of the ONNX
+model the same name resolves to, the one it must have been built from;
 otherwise a warning and the next candidate), then ``<name>.onnx``, then
-``<name>.pt``. Suffixes win over directories: a matching engine anywhere beats
+``<name>.pt``. An absolute path is taken as given. Suffixes win over directories: a matching engine anywhere beats
 an ONNX file, since the engine is the point of having built one. A path with a
 suffix means exactly that file (an ``.engine`` that does not match still falls
 back to the ``.onnx`` beside it, with a warning).
@@ -57,8 +58,6 @@ __all__ = [
     "check_compatible",
     "default_search_dirs",
     "file_sha256",
-    "list_models",
-    "model_info",
     "packaged_model_dir",
     "read_metadata",
     "read_onnx_metadata",
@@ -224,7 +223,7 @@ def sidecar_path(model_path: str | os.PathLike[str]) -> Path:
     return p.with_name(p.name + ".json")
 
 
-def _read_sidecar(path: Path) -> dict[str, Any]:
+def read_sidecar(path: Path) -> dict[str, Any]:
     side = sidecar_path(path)
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
@@ -245,7 +244,7 @@ def read_metadata(path: str | os.PathLike[str]) -> ModelMetadata:
     if p.suffix in (".engine", ".pt"):
         if not p.is_file():
             raise ModelError(f"model {p} does not exist")
-        props = _read_sidecar(p)["metadata"]
+        props = read_sidecar(p)["metadata"]
         return ModelMetadata.from_props({str(k): str(v) for k, v in props.items()}, str(p))
     raise ModelError(f"model {p}: unknown model file type {p.suffix!r} (expected .engine, .onnx or .pt)")
 
@@ -338,7 +337,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 def engine_mismatch(engine: Path, onnx_path: Path | None, target: EngineTarget | None) -> str | None:
     """Why ``engine`` must not be used here (stale, other GPU, no TensorRT), or None."""
     try:
-        side = _read_sidecar(engine)
+        side = read_sidecar(engine)
     except ModelError as exc:
         return str(exc)
     if target is None:
@@ -402,24 +401,31 @@ def resolve_model(
         raise ModelError("no model named (the detector's 'model' key is empty)")
     dirs = [Path(d) for d in (default_search_dirs() if search_dirs is None else search_dirs)]
     given = Path(text).expanduser()
+    # A relative name is looked up in the model folders only, never in the current
+    # directory: a file planted wherever the daemon happens to start must not be loaded.
     if given.suffix in SUFFIXES:
-        bases = [given] if given.is_absolute() else [d / given for d in dirs] + [given]
+        bases = [given] if given.is_absolute() else [d / given for d in dirs]
         stems = [b.with_suffix("") for b in bases]
         order = [given.suffix] + ([".onnx"] if given.suffix == ".engine" and ".onnx" in suffixes else [])
     else:
-        stems = [given] if given.is_absolute() else [d / given for d in dirs] + [given]
+        stems = [given] if given.is_absolute() else [d / given for d in dirs]
         order = [s for s in SUFFIXES if s in suffixes]
     tried: list[str] = []
     warnings: list[str] = []
+    # The ONNX model an engine must have been built from: the one this name would run otherwise.
     onnx_twin = next((s.with_suffix(".onnx") for s in stems if s.with_suffix(".onnx").is_file()), None)
     for suffix in order:
-        for stem in _unique(stems):
+        for stem in unique_paths(stems):
             candidate = stem.parent / (stem.name + suffix)
             tried.append(str(candidate))
             if not candidate.is_file():
                 continue
             if suffix == ".engine":
-                why = engine_mismatch(candidate, onnx_twin, target)
+                why = (
+                    engine_mismatch(candidate, onnx_twin, target)
+                    if onnx_twin is not None
+                    else "no ONNX model of that name to check that the engine was built from it"
+                )
                 if why:
                     message = f"engine {candidate} skipped: {why}; falling back"
                     log.warning("engine skipped", engine=str(candidate), reason=why)
@@ -429,7 +435,7 @@ def resolve_model(
     raise ModelError(f"model {text!r} not found; tried: {', '.join(tried)}")
 
 
-def _unique(paths: Iterable[Path]) -> list[Path]:
+def unique_paths(paths: Iterable[Path]) -> list[Path]:
     seen: set[str] = set()
     out = []
     for p in paths:
@@ -440,58 +446,7 @@ def _unique(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-# --- `rfstream models list|info|build-engine` -----------------------------------------------------
-def list_models(search_dirs: Iterable[str | os.PathLike[str]] | None = None) -> list[dict[str, Any]]:
-    """One row per model file in the search directories: name, kind, task, labels, path (or error)."""
-    rows: list[dict[str, Any]] = []
-    dirs = [Path(d) for d in (default_search_dirs() if search_dirs is None else search_dirs)]
-    for d in _unique(dirs):
-        if not d.is_dir():
-            continue
-        for path in sorted(p for p in d.iterdir() if p.suffix in SUFFIXES and p.is_file()):
-            row: dict[str, Any] = {"name": path.stem, "kind": path.suffix[1:], "path": str(path)}
-            try:
-                meta = read_metadata(path)
-            except ModelError as exc:
-                row["error"] = str(exc)
-            else:
-                row.update(task=meta.task, labels=list(meta.labels), input_size=list(meta.input_size))
-            rows.append(row)
-    return rows
-
-
-def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Everything ``rfstream models info`` shows about one file: metadata, size, sha256, I/O."""
-    p = Path(path)
-    meta = read_metadata(p)
-    info: dict[str, Any] = {
-        "path": str(p),
-        "kind": p.suffix[1:],
-        "bytes": p.stat().st_size,
-        "sha256": file_sha256(p),
-        "task": meta.task,
-        "labels": list(meta.labels),
-        "input_size": list(meta.input_size),
-        "normalisation": dict(meta.normalisation),
-        "score_threshold": meta.score_threshold,
-        "decoder": dict(meta.decoder),
-        "training": dict(meta.training),
-    }
-    if p.suffix == ".onnx":
-        from rfstream.detect.onnx import OrtModel
-
-        model = OrtModel(p, meta, providers="cpu", threads=1)
-        info["inputs"] = model.describe_inputs()
-        info["outputs"] = model.describe_outputs()
-    elif p.suffix == ".engine":
-        side = _read_sidecar(p)
-        info["built_for"] = {
-            k: side.get(k) for k in ("gpu_name", "compute_capability", "tensorrt_version", "precision")
-        }
-        info["onnx_sha256"] = side.get("onnx_sha256")
-    return info
-
-
+# --- engines ---------------------------------------------------------------------------------------
 def build_engine(
     onnx_path: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,

@@ -1,20 +1,24 @@
 """``rfstream models list|info|build-engine``: the model manager on the command line.
 
-The lead wires it in rfstream/cli.py: ``models_cli.add_arguments(subparser)`` and
-``return models_cli.run(args)``. Errors are ModelError (the CLI prints them as one line).
+rfstream/cli.py wires it as a plugin verb (``add_arguments`` / ``run``); the model-file
+contract itself (metadata, resolution, compatibility) stays in rfstream/detect/models.py.
+Errors are ModelError (the CLI prints them as one line).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from rfstream.detect import models
+from rfstream.errors import ModelError
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "list_models", "model_info", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +41,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--dir", action="append", default=[], help="also search this directory (repeatable)")
 
 
+def list_models(search_dirs: Iterable[str | os.PathLike[str]] | None = None) -> list[dict[str, Any]]:
+    """One row per model file in the search directories: name, kind, task, labels, path (or error)."""
+    rows: list[dict[str, Any]] = []
+    dirs = [Path(d) for d in (models.default_search_dirs() if search_dirs is None else search_dirs)]
+    for d in models.unique_paths(dirs):
+        if not d.is_dir():
+            continue
+        for path in sorted(p for p in d.iterdir() if p.suffix in models.SUFFIXES and p.is_file()):
+            row: dict[str, Any] = {"name": path.stem, "kind": path.suffix[1:], "path": str(path)}
+            try:
+                meta = models.read_metadata(path)
+            except ModelError as exc:
+                row["error"] = str(exc)
+            else:
+                row.update(task=meta.task, labels=list(meta.labels), input_size=list(meta.input_size))
+            rows.append(row)
+    return rows
+
+
+def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Everything ``rfstream models info`` shows about one file: metadata, size, sha256, I/O."""
+    p = Path(path)
+    meta = models.read_metadata(p)
+    info: dict[str, Any] = {
+        "path": str(p),
+        "kind": p.suffix[1:],
+        "bytes": p.stat().st_size,
+        "sha256": models.file_sha256(p),
+        "task": meta.task,
+        "labels": list(meta.labels),
+        "input_size": list(meta.input_size),
+        "normalisation": dict(meta.normalisation),
+        "score_threshold": meta.score_threshold,
+        "decoder": dict(meta.decoder),
+        "training": dict(meta.training),
+    }
+    if p.suffix == ".onnx":
+        from rfstream.detect.onnx import OrtModel
+
+        model = OrtModel(p, meta, providers="cpu", threads=1)
+        info["inputs"] = model.describe_inputs()
+        info["outputs"] = model.describe_outputs()
+    elif p.suffix == ".engine":
+        side = models.read_sidecar(p)
+        info["built_for"] = {
+            k: side.get(k) for k in ("gpu_name", "compute_capability", "tensorrt_version", "precision")
+        }
+        info["onnx_sha256"] = side.get("onnx_sha256")
+    return info
+
+
 def _dirs(extra: list[str]) -> list[Path]:
     return [Path(d) for d in extra] + models.default_search_dirs()
 
@@ -45,7 +100,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     command = args.models_command
     if command == "list":
-        rows = models.list_models(_dirs(args.dir))
+        rows = list_models(_dirs(args.dir))
         if args.json:
             for row in rows:
                 print(json.dumps(row), file=out)
@@ -60,7 +115,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         resolved = models.resolve_model(args.model, search_dirs=_dirs(args.dir))
         for warning in resolved.warnings:
             print(f"warning: {warning}", file=sys.stderr)
-        print(json.dumps(models.model_info(resolved.path), indent=2, default=str), file=out)
+        print(json.dumps(model_info(resolved.path), indent=2, default=str), file=out)
         return 0
     if command == "build-engine":
         resolved = models.resolve_model(args.model, search_dirs=_dirs(args.dir), suffixes=(".onnx",))

@@ -9,6 +9,6 @@ Each sink follows the small ``Sink`` protocol in ``rfstream.sinks.base``.
 
 from __future__ import annotations
 
-from rfstream.sinks.base import Sink, iso_utc, to_host
+from rfstream.sinks.base import Sink, SpectrogramSink, TrackSink, iso_utc
 
-__all__ = ["Sink", "iso_utc", "to_host"]
+__all__ = ["Sink", "SpectrogramSink", "TrackSink", "iso_utc"]

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
 
-from rfstream.types import ChunkResult
+from rfstream.types import ChunkResult, TrackEvent
 
 
 @runtime_checkable
@@ -27,10 +27,18 @@ class Sink(Protocol):
         """Flush and release; calling it again does nothing."""
 
 
-def to_host(array: Any) -> Any:
-    """A NumPy view of a host or device (CuPy) array; device arrays are copied once."""
-    get = getattr(array, "get", None)
-    return get() if callable(get) else array
+@runtime_checkable
+class SpectrogramSink(Protocol):
+    """A sink that publishes the spectrogram and can stop doing so (degrade level 2)."""
+
+    def set_spectrogram(self, enabled: bool) -> None: ...
+
+
+@runtime_checkable
+class TrackSink(Protocol):
+    """A sink that wants the track events of the stream's end (tracks ended at shutdown)."""
+
+    def publish_track_events(self, events: tuple[TrackEvent, ...], seq: int) -> None: ...
 
 
 def iso_utc(when: datetime | None) -> str | None:

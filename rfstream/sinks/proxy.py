@@ -52,7 +52,7 @@ class Proxy:
         context: zmq.Context | None = None,
     ) -> None:
         from rfstream.sinks.security import check_publish_security
-        from rfstream.sinks.zmq import _bind_error
+        from rfstream.sinks.zmq import bind_error
 
         if not frontends:
             raise ConfigError("proxy: at least one --frontend endpoint is needed")
@@ -80,7 +80,7 @@ class Proxy:
             try:
                 self._xpub.bind(backend)
             except zmq.ZMQError as exc:
-                raise _bind_error(backend, exc) from exc
+                raise bind_error(backend, exc) from exc
             self.backend = self._xpub.getsockopt_string(zmq.LAST_ENDPOINT)
             for endpoint in frontends:
                 try:
@@ -94,12 +94,11 @@ class Proxy:
         self._thread: threading.Thread | None = None
 
     def _enable_curve(self, secret_path: str, authorized: str) -> None:
-        import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
-        public, secret = zmq.auth.load_certificate(secret_path)
-        if secret is None:
-            raise SinkError(f"proxy: {secret_path} holds no secret key")
+        from rfstream.sinks.security import load_server_certificate
+
+        public, secret = load_server_certificate(secret_path, key="--curve-secret-key")
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=authorized)

@@ -44,6 +44,21 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class SourceWithStats(Protocol):
+    """A source that keeps its own counters (an SDR: overflows, timeouts, reopens); health shows them."""
+
+    def stats(self) -> dict[str, int]: ...
+
+
+@runtime_checkable
+class LiveDevice(Protocol):
+    """A source backed by a device that can be lost and reopened; health and the watchdog read its state."""
+
+    @property
+    def device_state(self) -> str: ...
+
+
 def chunk_length(chunk_ms: float, sample_rate_hz: float) -> int:
     """Samples per chunk: round(chunk_ms * rate / 1000), at least 1."""
     return max(1, round(chunk_ms * sample_rate_hz / 1000.0))

@@ -1,0 +1,252 @@
+"""Assembling a run: the one place where a configuration becomes a running Pipeline.
+
+Every verb that processes IQ — ``replay``, ``run`` (through the daemon),
+``eval``, ``demo``, ``bench``, ``serve`` — builds its run here, so a setting one
+verb honours, every verb honours. The CLI only parses and dispatches; this
+module sits below it and above the stages::
+
+    cli ─▶ daemon / bench / demo / eval ─▶ runner ─▶ pipeline, sources, detect, sinks
+
+:func:`assemble` opens everything in the order that fails fastest and cheapest
+and hands the Pipeline ownership of it all; if a step fails, what was already
+opened is closed before the error leaves:
+
+1. endpoint policy (publishing beyond this host needs CURVE) — no I/O;
+2. the source, for recordings: a wrong path or a bad file fails before any
+   model is loaded (a live SDR opens last, so its stream does not overflow
+   while the models load);
+3. the ZeroMQ publisher (``publish.endpoint``; "" disables it);
+4. the detectors, warmed up;
+5. the SigMF annotation writer (``publish.annotations``) and any sinks the verb
+   adds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rfstream.config import Config
+from rfstream.detect.base import Detector
+from rfstream.pipeline import Pipeline, RunSummary
+from rfstream.runtime.metrics import Metrics
+from rfstream.sinks.base import Sink
+from rfstream.sources.base import LiveDevice, Source, SourceInfo, SourceWithStats
+from rfstream.types import ChunkResult
+
+__all__ = [
+    "SinkFactory",
+    "assemble",
+    "build_detectors",
+    "collect_run",
+    "progress_callback",
+    "run_pipeline",
+]
+
+# A sink that needs to know the stream first (an annotation writer needs the sample rate).
+SinkFactory = Callable[[SourceInfo], Sink]
+
+
+def build_detectors(cfg: Config, config_dir: Path | None = None) -> list[Detector]:
+    """The configured detectors, built and warmed up (model files resolved from ``config_dir`` too)."""
+    from rfstream.detect.registry import build_detectors as build
+    from rfstream.dsp.backend import get_backend
+
+    backend = get_backend(cfg.spectrogram.backend)
+    return build(cfg.detectors, cfg.spectrogram, backend=backend, config_dir=config_dir)
+
+
+def annotation_writer_factory(cfg: Config, path: str | Path) -> SinkFactory:
+    """A factory for the SigMF annotation writer of this run's source, writing to ``path``.
+
+    A SigMF recording's own annotations and global fields are carried over into the output.
+    """
+    from rfstream.sinks.sigmf_annotations import AnnotationWriter
+
+    src = cfg.source.path
+    recording = (
+        Path(src).with_suffix(".sigmf-meta")
+        if cfg.source.kind == "sigmf" and src.endswith((".sigmf-meta", ".sigmf-data"))
+        else None
+    )
+
+    def make(info: SourceInfo) -> Sink:
+        return AnnotationWriter(
+            recording,
+            Path(path),
+            sample_rate_hz=info.sample_rate_hz,
+            center_freq_hz=info.center_freq_hz,
+            description=info.description,
+        )
+
+    return make
+
+
+@dataclass
+class _Opened:
+    """What assemble() has opened so far, closed in reverse if a later step fails."""
+
+    items: list[Any]
+
+    def close_all(self) -> None:
+        for item in reversed(self.items):
+            # the start already failed; that error is the one to report
+            with contextlib.suppress(Exception):
+                item.close()
+
+
+def assemble(
+    cfg: Config,
+    *,
+    source: Source | None = None,
+    sinks: Sequence[Sink] = (),
+    sink_factories: Sequence[SinkFactory] = (),
+    lossless: bool | None = None,
+    metrics: Metrics | None = None,
+    on_result: Callable[[ChunkResult], None] | None = None,
+    progress: bool = False,
+    config_dir: Path | None = None,
+    detectors: Sequence[Detector] | None = None,
+) -> Pipeline:
+    """Open everything ``cfg`` asks for and return a Pipeline that owns it all (see the module doc).
+
+    ``source`` replaces the configured one (bench feeds a bounded synthetic source);
+    ``sinks`` are already open; ``sink_factories`` are called with the source's info.
+    """
+    from rfstream.dsp.backend import get_backend
+    from rfstream.sinks.security import check_publish_security
+    from rfstream.sources import open_source
+
+    metrics = metrics or Metrics()
+    check_publish_security(cfg.publish)
+    live_device = source is None and cfg.source.kind == "soapy"
+    opened = _Opened(list(sinks))
+    done = False
+    try:
+        if source is None and not live_device:
+            source = open_source(cfg.source)
+        if source is not None:
+            opened.items.append(source)
+        all_sinks: list[Sink] = list(sinks)
+        if cfg.publish.endpoint:
+            from rfstream.sinks.zmq import ZmqPublisher
+
+            publisher = ZmqPublisher(cfg.publish)
+            opened.items.append(publisher)
+            all_sinks.insert(0, publisher)
+            metrics.extra["publish"] = publisher.stats
+        if detectors is None:
+            detectors = build_detectors(cfg, config_dir)
+            opened.items.append(_Closer(detectors))
+        if source is None:  # a live SDR: opened last, after the models are warm
+            source = open_source(cfg.source)
+            opened.items.append(source)
+        factories = list(sink_factories)
+        if cfg.publish.annotations:
+            factories.insert(0, annotation_writer_factory(cfg, cfg.publish.annotations))
+        for make in factories:
+            sink = make(source.info)
+            opened.items.append(sink)
+            all_sinks.append(sink)
+        backend = get_backend(cfg.spectrogram.backend)
+        done = True
+    finally:
+        if not done:  # an error or an interrupt: close what is open before it leaves
+            opened.close_all()
+    if isinstance(source, SourceWithStats):
+        metrics.extra["source"] = source.stats
+    if isinstance(source, LiveDevice):
+        live = source
+        metrics.device_state_fn = lambda: live.device_state
+    return Pipeline(
+        cfg,
+        source,
+        detectors,
+        all_sinks,
+        backend=backend,
+        lossless=lossless,
+        on_result=on_result,
+        progress=progress,
+        metrics=metrics,
+    )
+
+
+class _Closer:
+    """Closes detectors if the start fails before the pipeline owns them."""
+
+    def __init__(self, detectors: Sequence[Detector]) -> None:
+        self._detectors = detectors
+
+    def close(self) -> None:
+        for d in self._detectors:
+            d.close()
+
+
+def run_pipeline(
+    cfg: Config,
+    *,
+    sinks: Sequence[Sink] = (),
+    sink_factories: Sequence[SinkFactory] = (),
+    lossless: bool | None = None,
+    on_result: Callable[[ChunkResult], None] | None = None,
+    progress: bool = False,
+    config_dir: Path | None = None,
+) -> RunSummary:
+    """Assemble a run from ``cfg`` and run it to the end (SIGINT/SIGTERM stop it cleanly)."""
+    pipeline = assemble(
+        cfg,
+        sinks=sinks,
+        sink_factories=sink_factories,
+        lossless=lossless,
+        on_result=on_result,
+        progress=progress,
+        config_dir=config_dir,
+    )
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def _stop(signum: int, _frame: Any) -> None:
+        pipeline.stop()
+
+    for sig in previous:
+        signal.signal(sig, _stop)
+    try:
+        return pipeline.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def collect_run(
+    cfg: Config, *, progress: bool, config_dir: Path | None = None
+) -> tuple[list[ChunkResult], RunSummary]:
+    """Replay losslessly, keeping every ChunkResult (eval, demo)."""
+    results: list[ChunkResult] = []
+    summary = run_pipeline(
+        cfg, lossless=True, on_result=results.append, progress=progress, config_dir=config_dir
+    )
+    return results, summary
+
+
+@contextlib.contextmanager
+def progress_callback(desc: str, *, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback drawing a tqdm bar on a terminal; None otherwise."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, leave=False)
+
+    def update(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
