@@ -53,8 +53,8 @@ def test_suite_scores_both_generators_and_measures_what_users_get(tmp_path):
         assert set(pub) >= {"confusion", "duplicates", "reliability", "snr_recall"}
 
     # "published" is exactly what a user's replay of the same recording publishes
-    from rfstream.runner import collect_run
     from rfstream.config import load_config
+    from rfstream.runner import collect_run
 
     for gen in data["generators"].values():
         (meta,) = gen["recordings"]
