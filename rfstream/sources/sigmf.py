@@ -68,6 +68,7 @@ class Annotation:
     snr_db: float | None
     comment: str
     raw_label: str = ""  # core:label as written
+    generator: str = ""  # core:generator as written ("rfstream" marks rfstream's own detections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +398,7 @@ def read_annotations(meta_path: str | Path, label_table: Mapping[str, str] | Non
                 snr_db=None if snr is None else float(snr),
                 comment=str(ann.get("core:comment", "")),
                 raw_label=raw_label,
+                generator=str(ann.get("core:generator", "")),
             )
         )
     return out
