@@ -8,7 +8,7 @@ from test_onnx_tiny import crop_classifier, frame_detector, make_frame, noise_im
 from rfstream.config import DetectorConfig, SpectrogramConfig
 from rfstream.detect.energy import EnergyDetector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.onnx import OnnxFrameDetector
+from rfstream.detect.ort import OnnxFrameDetector
 from rfstream.detect.registry import build_detectors
 from rfstream.detect.two_stage import TwoStageDetector
 from rfstream.dsp.backend import numpy_backend

@@ -10,7 +10,7 @@ import pytest
 from test_onnx_tiny import crop_classifier, frame_detector, make_frame, noise_image
 
 from rfstream.detect.models import read_metadata, read_onnx_metadata
-from rfstream.detect.onnx import OnnxFrameDetector, OrtModel
+from rfstream.detect.ort import OnnxFrameDetector, OrtModel
 from rfstream.detect.quantize import quantize_model
 from rfstream.errors import ModelError
 

@@ -16,7 +16,7 @@ from test_shipped_models import MODELS, strong_frame  # noqa: F401 - a fixture
 
 from rfstream.config import Config
 from rfstream.detect.models import file_sha256, read_onnx_metadata
-from rfstream.detect.onnx import OnnxFrameDetector
+from rfstream.detect.ort import OnnxFrameDetector
 from rfstream.train.dataset import box_iou
 
 FP32, INT8 = MODELS / "frame_detector.onnx", MODELS / "frame_detector_int8.onnx"

@@ -3,7 +3,7 @@
 :func:`quantize_model` turns an rfstream ``.onnx`` model (a frame detector or a
 crop classifier) into an INT8 one that loads exactly like the original
 (``rfstream.*`` metadata copied, float input and outputs, so
-:class:`rfstream.detect.onnx.OrtModel` checks and runs it unchanged):
+:class:`rfstream.detect.ort.OrtModel` checks and runs it unchanged):
 
 - ``static`` (the default): QDQ format, unsigned 8-bit activations and signed
   8-bit weights per output channel (ONNX Runtime's U8S8 kernels on x86), the
@@ -225,7 +225,7 @@ def quantize_model(
         entry = model.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(model, str(dst))
-    from rfstream.detect.onnx import OrtModel
+    from rfstream.detect.ort import OrtModel
 
     OrtModel(dst, providers="cpu", threads=1)  # loads, and its I/O fits the rfstream contract
     return dst
@@ -259,7 +259,7 @@ def compare_models(
     used in training), cut into frames once by the daemon's spectrogram stage; the times
     are medians of ``repeats`` runs on one frame per thread count, the models interleaved.
     """
-    from rfstream.detect.onnx import OnnxFrameDetector
+    from rfstream.detect.ort import OnnxFrameDetector
     from rfstream.dsp.spectrogram import Spectrogrammer
     from rfstream.eval import clip_to_frames, evaluate
     from rfstream.sources.sigmf import SigMFSource, read_annotations

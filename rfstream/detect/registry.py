@@ -119,7 +119,7 @@ def build_detector(
             priority=cfg.priority,
         )
     if cfg.kind in ("onnx", "tensorrt", "torch"):
-        from rfstream.detect.onnx import OnnxOptions
+        from rfstream.detect.ort import OnnxOptions
 
         parsed = parse_options(OnnxOptions, cfg.options, where)
         if parsed.threads == 0:
@@ -147,14 +147,14 @@ def build_detector(
             "decoder_overrides": overrides,
         }
         if resolved.kind == "engine":
-            from rfstream.detect.tensorrt import TensorRTFrameDetector
+            from rfstream.detect.trt_engine import TensorRTFrameDetector
 
             return TensorRTFrameDetector(cfg.name, resolved.path, **common)
         if resolved.kind == "pt":
             from rfstream.detect.torch_backend import TorchFrameDetector
 
             return TorchFrameDetector(cfg.name, resolved.path, threads=parsed.threads, **common)
-        from rfstream.detect.onnx import OnnxFrameDetector
+        from rfstream.detect.ort import OnnxFrameDetector
 
         return OnnxFrameDetector(
             cfg.name, resolved.path, providers=parsed.providers, threads=parsed.threads, **common

@@ -72,10 +72,10 @@ def load_classifier(
 ) -> BatchModel:
     """A runner with ``run(batch[N,1,S,S]) -> [probs[N,C]]`` for an .onnx file or a TensorRT .engine."""
     if Path(path).suffix == ".engine":
-        from rfstream.detect.tensorrt import TensorRTModel
+        from rfstream.detect.trt_engine import TensorRTModel
 
         return TensorRTModel(path, meta)
-    from rfstream.detect.onnx import OrtModel
+    from rfstream.detect.ort import OrtModel
 
     return OrtModel(path, meta, providers=providers, threads=threads)
 
