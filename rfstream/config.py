@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from rfstream.errors import ConfigError
+from rfstream.limits import (
+    MAX_ABS_FREQ_HZ,
+    MAX_CHANNELS,
+    MAX_CONFIG_BYTES,
+    MAX_IMAGE_SIDE,
+    MAX_NFFT,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +52,8 @@ class SourceConfig:
     realtime: bool = False  # pace chunks at the sample rate (replay); live sources always are
     loop: bool = False  # replay the recording again and again
     capture_index: int = -1  # -1: every capture in order
+    verify_checksum: bool = True  # check a SigMF recording's core:sha512 before replaying it
+    allow_external_dataset: bool = False  # let core:dataset name a file outside the metadata's folder
     # raw IQ files (rtl_sdr .cu8, hackrf .cs8, .cs16, GNU Radio .cf32/.cfile)
     datatype: str = ""  # SigMF datatype string, e.g. cu8, ci16_le, cf32_le; "" = from the extension
     sample_rate_hz: float = 0.0
@@ -157,36 +168,66 @@ _CHOICES = {
     "runtime.log_level": ("debug", "info", "warning", "error"),
     "detectors.kind": ("energy", "two_stage", "onnx", "tensorrt", "torch"),
 }
-_POSITIVE = {
-    "source.chunk_ms",
-    "source.reopen_backoff_s",
-    "source.read_timeout_s",
-    "source.queue_depth",
-    "spectrogram.nfft",
-    "spectrogram.hop",
-    "spectrogram.height",
-    "spectrogram.width",
-    "spectrogram.dynamic_range_db",
-    "tracker.max_gap_s",
-    "tracker.confirm_hits",
-    "publish.sndhwm",
-    "publish.health_interval_s",
-    "publish.spectrogram_decimate",
-    "runtime.deadline_ms",
-    "runtime.queue_depth",
-    "runtime.degrade_load_high",
-    "runtime.degrade_load_low",
-    "runtime.degrade_up_chunks",
-    "runtime.degrade_down_chunks",
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """The values a numeric key accepts: [low, high], or (low, high] where ``low_open``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def complaint(self, value: float) -> str | None:
+        below = value <= self.low if self.low_open else value < self.low
+        if not below and value <= self.high:
+            return None
+        bracket = "(" if self.low_open else "["
+        return f"must lie in {bracket}{_num(self.low)}, {_num(self.high)}], got {value!r}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
+
+# Every numeric key has a range the code can actually serve (a test checks that none is
+# missing): a port, a queue size or an FFT size that passes here works at run time.
+_RANGES: dict[str, _Range] = {
+    "source.chunk_ms": _Range(1.0, 60_000.0),
+    "source.channel": _Range(0, MAX_CHANNELS - 1),
+    "source.capture_index": _Range(-1, 2**31 - 1),
+    "source.sample_rate_hz": _Range(MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ),  # or 0: the file's/device's
+    "source.center_freq_hz": _Range(-MAX_ABS_FREQ_HZ, MAX_ABS_FREQ_HZ),
+    "source.gain_db": _Range(-100.0, 200.0),
+    "source.bandwidth_hz": _Range(0.0, MAX_SAMPLE_RATE_HZ),
+    "source.reopen_backoff_s": _Range(0.0, 3600.0, low_open=True),
+    "source.read_timeout_s": _Range(0.0, 60.0, low_open=True),
+    "source.queue_depth": _Range(1, 1024),
+    "spectrogram.nfft": _Range(16, MAX_NFFT),
+    "spectrogram.hop": _Range(1, MAX_NFFT),
+    "spectrogram.height": _Range(16, MAX_IMAGE_SIDE),
+    "spectrogram.width": _Range(16, MAX_IMAGE_SIDE),
+    "spectrogram.dynamic_range_db": _Range(0.0, 400.0, low_open=True),
+    "spectrogram.floor_offset_db": _Range(-400.0, 400.0),
+    "detectors.priority": _Range(-1000, 1000),
+    "detectors.score_threshold": _Range(-1.0, 1.0),
+    "merge.iou_threshold": _Range(0.0, 1.0),
+    "tracker.max_gap_s": _Range(0.0, 86_400.0, low_open=True),
+    "tracker.confirm_hits": _Range(1, 10_000),
+    "tracker.freq_tolerance_hz": _Range(0.0, MAX_SAMPLE_RATE_HZ),
+    "tracker.smoothing": _Range(0.0, 1.0),
+    "publish.spectrogram_decimate": _Range(1, 64),
+    "publish.sndhwm": _Range(1, 1_000_000),  # ZeroMQ takes a C int; a million messages is already GiBs
+    "publish.health_interval_s": _Range(0.0, 3600.0, low_open=True),
+    "runtime.deadline_ms": _Range(0.0, 3_600_000.0, low_open=True),
+    "runtime.queue_depth": _Range(1, 1024),
+    "runtime.workers": _Range(0, 256),
+    "runtime.watchdog_stall_s": _Range(0.0, 86_400.0),
+    "runtime.degrade_load_high": _Range(0.0, 100.0, low_open=True),
+    "runtime.degrade_load_low": _Range(0.0, 100.0, low_open=True),
+    "runtime.degrade_up_chunks": _Range(1, 1_000_000),
+    "runtime.degrade_down_chunks": _Range(1, 1_000_000),
 }
-_NON_NEGATIVE = {
-    "source.channel",
-    "source.sample_rate_hz",
-    "source.bandwidth_hz",
-    "runtime.workers",
-    "runtime.watchdog_stall_s",
-}
-_UNIT_INTERVAL = {"merge.iou_threshold", "tracker.smoothing"}
 
 
 def _fail(key: str, message: str) -> ConfigError:
@@ -270,12 +311,14 @@ def _validate(cfg: Config) -> None:
         generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
         if generic in _CHOICES and value not in _CHOICES[generic]:
             raise _fail(key, f"{value!r} is not one of {', '.join(_CHOICES[generic])}")
-        if generic in _POSITIVE and not value > 0:
-            raise _fail(key, f"must be > 0, got {value!r}")
-        if generic in _NON_NEGATIVE and value < 0:
-            raise _fail(key, f"must be >= 0, got {value!r}")
-        if generic in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
-            raise _fail(key, f"must lie in [0, 1], got {value!r}")
+        bounds = _RANGES.get(generic)
+        if generic == "source.sample_rate_hz" and value == 0:
+            bounds = None  # 0: the file's or the device's own rate
+        if bounds is not None:
+            complaint = bounds.complaint(value)
+            if complaint:
+                zero = " (or 0: the file's or device's own)" if generic == "source.sample_rate_hz" else ""
+                raise _fail(key, complaint + zero)
 
     for section in ("source", "spectrogram", "merge", "tracker", "publish", "runtime"):
         obj = getattr(cfg, section)
@@ -299,6 +342,10 @@ def _validate(cfg: Config) -> None:
     sp = cfg.spectrogram
     if sp.hop > sp.nfft:
         raise _fail("spectrogram.hop", f"must be <= spectrogram.nfft ({sp.nfft}), got {sp.hop}")
+    if cfg.publish.endpoint:
+        from rfstream.sinks.endpoints import check_zmq_endpoint
+
+        check_zmq_endpoint(cfg.publish.endpoint, allow_remote=True)  # the form and the port; policy later
 
 
 def _host_port(text: str) -> tuple[str, int] | None:
@@ -384,13 +431,19 @@ def load_config(
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML config file: a regular file of at most MAX_CONFIG_BYTES (a FIFO or /dev/zero fails at once)."""
+    from rfstream.errors import InputError
+    from rfstream.sources.base import read_bounded
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
+        data = read_bounded(p, "config file", MAX_CONFIG_BYTES)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} cannot be read: it is not UTF-8 text ({exc.reason})") from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -128,7 +128,7 @@ def assemble(
     done = False
     try:
         if source is None and not live_device:
-            source = open_source(cfg.source)
+            source = open_source(cfg.source, min_chunk_samples=cfg.spectrogram.nfft)
         if source is not None:
             opened.items.append(source)
         all_sinks: list[Sink] = list(sinks)
@@ -143,7 +143,7 @@ def assemble(
             detectors = build_detectors(cfg, config_dir)
             opened.items.append(_Closer(detectors))
         if source is None:  # a live SDR: opened last, after the models are warm
-            source = open_source(cfg.source)
+            source = open_source(cfg.source, min_chunk_samples=cfg.spectrogram.nfft)
             opened.items.append(source)
         factories = list(sink_factories)
         if cfg.publish.annotations:

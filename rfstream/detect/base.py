@@ -29,6 +29,7 @@ from rfstream.errors import ConfigError
 from rfstream.types import Detection, Frame
 
 __all__ = [
+    "DEFAULT_CEILING",
     "Detector",
     "at_least",
     "check_options",
@@ -64,26 +65,49 @@ class Detector(Protocol):
 
 
 # --- checks, declared in field metadata ---------------------------------------------------
-def positive(doc: str = "") -> dict[str, Any]:
-    """Field metadata: the value must be > 0."""
-    return {"check": lambda v: None if v > 0 else f"must be > 0, got {v!r}", "doc": doc}
+# Every check has an upper bound: a size that passes validation must be one the detector can
+# allocate and loop over (an energy-detector window of 2**40 once passed and asked for 8 TiB).
+# Sizes in pixels are bounded by the largest frame (MAX_IMAGE_SIDE); DEFAULT_CEILING bounds the rest.
+DEFAULT_CEILING = 1e6
 
 
-def at_least(low: float, doc: str = "") -> dict[str, Any]:
-    """Field metadata: the value must be >= ``low``."""
-    return {"check": lambda v: None if v >= low else f"must be >= {low}, got {v!r}", "doc": doc}
+def positive(doc: str = "", *, high: float = DEFAULT_CEILING) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``(0, high]``."""
+    return {
+        "check": lambda v: None if 0 < v <= high else f"must be > 0 and <= {high:g}, got {_show(v)}",
+        "doc": doc,
+        "high": high,
+    }
+
+
+def at_least(low: float, doc: str = "", *, high: float = DEFAULT_CEILING) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``[low, high]``."""
+    return {
+        "check": lambda v: None if low <= v <= high else f"must be >= {low} and <= {high:g}, got {_show(v)}",
+        "doc": doc,
+        "high": high,
+    }
 
 
 def in_range(low: float, high: float, doc: str = "") -> dict[str, Any]:
     """Field metadata: the value must lie in ``[low, high]``."""
     return {
-        "check": lambda v: None if low <= v <= high else f"must lie in [{low}, {high}], got {v!r}",
+        "check": lambda v: None if low <= v <= high else f"must lie in [{low:g}, {high:g}], got {_show(v)}",
         "doc": doc,
+        "high": high,
     }
 
 
 def _fail(key: str, message: str) -> ConfigError:
     return ConfigError(f"config key '{key}': {message}")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "<an integer too long to print>"
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -103,7 +127,7 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise _fail(key, f"expected an integer, got {value!r}")
+        raise _fail(key, f"expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
             if not math.isfinite(value):

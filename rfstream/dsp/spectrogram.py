@@ -120,6 +120,14 @@ class Spectrogrammer:
             self._carry, self._carry_start = 0, chunk.start_sample
         c, n_new = self._carry, int(iq.shape[0])
         n_total, start = c + n_new, self._carry_start
+        if n_total < nfft:
+            # Not one whole slice yet (a stream shorter than nfft, a live source's tiny chunks):
+            # carry the samples on and make no slice; process() gives an empty frame. Zero-padded
+            # slices of noise made thousands of boxes (the chunk policy, docs/architecture.md).
+            self._carry_buf[c:n_total] = iq
+            self._carry = n_total
+            self._expect = (chunk.start_sample + n_new, chunk.sample_rate_hz, chunk.center_freq_hz)
+            return xp.zeros((0, nfft), dtype=xp.complex64), start
         if n_new < nfft:
             # A short chunk (a tiny recording's only one, or a stream's last): stitch it whole,
             # zero-padding to one slice when even that is short.
@@ -189,6 +197,16 @@ class Spectrogrammer:
         xp, cfg = self.xp, self.cfg
         spec, first = self._stft(chunk)
         n_slices = spec.shape[0]
+        if n_slices == 0:  # less than one FFT of samples so far: an empty frame, no detections
+            rate = chunk.sample_rate_hz
+            return Frame(
+                image=xp.zeros((cfg.height, cfg.width), dtype=xp.float32),
+                t0_s=chunk.start_sample / rate,
+                dt_s=chunk.num_samples / rate / cfg.height,
+                f0_hz=chunk.center_freq_hz - 0.5 * rate - 0.5 * rate / self.nfft,
+                df_hz=rate / cfg.width,
+                chunk=chunk,
+            )
         if self._bin_k:
             pairs = spec.view(xp.float32)
             xp.square(pairs, out=pairs)
