@@ -85,7 +85,10 @@ class AnnotationWriter:
             ]
             self._annotations: list[dict[str, Any]] = []
         else:
-            original = _read_meta(Path(source_meta))
+            from rfstream.sources.sigmf import read_metadata
+
+            # Checked as a replay checks it, so a bad field fails here, before the run, not at close.
+            original = read_metadata(Path(source_meta))
             self._global = dict(original.get("global", {}))
             self._global.setdefault("core:sample_rate", self._rate)
             self._captures = [dict(c) for c in original.get("captures", [])]

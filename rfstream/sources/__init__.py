@@ -26,10 +26,9 @@ def open_source(cfg: SourceConfig, *, min_chunk_samples: int = 1) -> Source:
     :class:`rfstream.sources.raw.MappedReplay`).
     """
     kind = cfg.kind
-    if cfg.capture_index >= 0 and kind != "sigmf":
-        if kind != "raw" or cfg.capture_index > 0:
-            what = "a raw IQ file has one capture, number 0" if kind == "raw" else f"a {kind} source has none"
-            raise InputError(f"capture {cfg.capture_index} does not exist: {what} (source.capture_index)")
+    if cfg.capture_index >= 0 and kind != "sigmf" and (kind != "raw" or cfg.capture_index > 0):
+        what = "a raw IQ file has one capture, number 0" if kind == "raw" else f"a {kind} source has none"
+        raise InputError(f"capture {cfg.capture_index} does not exist: {what} (source.capture_index)")
     if kind == "sigmf":
         from rfstream.sources.raw import datatype_from_extension
         from rfstream.sources.sigmf import SigMFSource

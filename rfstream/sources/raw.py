@@ -40,7 +40,6 @@ always holds. ``loop=True`` replays with positions still increasing.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 import re
@@ -224,7 +223,9 @@ def coalesce(
         prev = out[-1] if out else None
         if prev is not None and prev.stop == seg.first:
             if seg.stop - seg.first < min_samples:
-                out[-1] = dataclasses.replace(prev, stop=seg.stop)
+                out[-1] = Segment(
+                    prev.first, seg.stop, prev.stream_start, prev.center_freq_hz, prev.start_time_utc
+                )
                 joined += 1
                 continue
             if prev.stop - prev.first < min_samples:

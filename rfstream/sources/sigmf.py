@@ -338,7 +338,7 @@ def _meta_from(raw: bytes, label: str) -> Metadata:
 
 def _spool(src: IO[bytes], size: int, meta: Metadata, verify: bool, label: str) -> _Data:
     """Copy a decompressing stream into an unlinked temporary file (hashing on the way) to map it."""
-    tmp = tempfile.TemporaryFile(prefix="rfstream-")
+    tmp = tempfile.TemporaryFile(prefix="rfstream-")  # noqa: SIM115 - the memory map outlives this call
     digest = hashlib.sha512() if verify and meta.sha512 is not None else None
     copied = 0
     while True:
@@ -371,6 +371,11 @@ def _open_tar(
         mode = "r:"
     with tarfile.open(path, mode) as tar:
         members = {m.name: m for m in tar.getmembers() if m.isreg()}  # reads the whole archive once
+        if mode != "r:":
+            # tarfile stops at the end-of-archive block; read the compressed stream to its end so
+            # a truncated or corrupt container (gzip's CRC, xz's index) is refused too.
+            while tar.fileobj.read(_BLOCK):  # type: ignore[union-attr]
+                pass
         meta_name = _pick(list(members), name)
         meta_member = members[meta_name]
         if meta_member.size > MAX_META_BYTES:

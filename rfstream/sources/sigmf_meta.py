@@ -192,17 +192,31 @@ def parse_json(data: bytes, name: str) -> Any:
 
 
 def _nonfinite_path(doc: Any) -> str | None:
-    """The JSON path of the first NaN/Infinity in ``doc``, or None (iterative: no recursion)."""
-    stack: list[tuple[str, Any]] = [("", doc)]
+    """The JSON path of a NaN/Infinity in ``doc``, or None (iterative: no recursion).
+
+    The common case (none) walks the values only; paths are spelled out on a second walk.
+    """
+    stack: list[Any] = [doc]
     while stack:
-        where, node = stack.pop()
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            break
+    else:
+        return None
+    paths: list[tuple[str, Any]] = [("", doc)]
+    while paths:
+        where, node = paths.pop()
         if isinstance(node, float) and not math.isfinite(node):
             return where or "the document"
         if isinstance(node, dict):
-            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
+            paths.extend((f"{where}.{k}" if where else str(k), v) for k, v in node.items())
         elif isinstance(node, list):
-            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
-    return None
+            paths.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
+    return None  # pragma: no cover - the first walk found one
 
 
 # --- field checks -----------------------------------------------------------------------------
@@ -216,9 +230,9 @@ class _Fields:
         return InputError(f"{self.name}: {self.where}{key} {message}")
 
     def integer(self, key: str, default: Any = None, *, low: int = 0, high: int = MAX_SAMPLE_INDEX) -> Any:
-        value = self.obj.get(key, default)
-        if value is None and default is None:
-            return None
+        if key not in self.obj:  # absent: the default; an explicit null is a wrong type
+            return default
+        value = self.obj[key]
         if isinstance(value, float) and value.is_integer():
             value = int(value)  # JSON Schema's "integer": 16.0 is 16; 2.5 is refused below
         if isinstance(value, bool) or not isinstance(value, int):
@@ -228,9 +242,9 @@ class _Fields:
         return value
 
     def number(self, key: str, default: Any = None, *, low: float, high: float) -> Any:
-        value = self.obj.get(key, default)
-        if value is None and default is None:
-            return None
+        if key not in self.obj:
+            return default
+        value = self.obj[key]
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise self.fail(key, f"must be a number, got {show(value)}")
         try:
@@ -245,15 +259,17 @@ class _Fields:
         return number
 
     def string(self, key: str, default: Any = None) -> Any:
-        value = self.obj.get(key, default)
-        if value is None and default is None:
-            return None
+        if key not in self.obj:
+            return default
+        value = self.obj[key]
         if not isinstance(value, str):
             raise self.fail(key, f"must be a string, got {show(value)}")
         return value
 
     def boolean(self, key: str, default: bool) -> bool:
-        value = self.obj.get(key, default)
+        if key not in self.obj:
+            return default
+        value = self.obj[key]
         if not isinstance(value, bool):
             raise self.fail(key, f"must be true or false, got {show(value)}")
         return value
@@ -294,10 +310,11 @@ def _objects(doc: Mapping[str, Any], key: str, name: str, where: str = "") -> li
 
 def _capture(cap: Mapping[str, Any], i: int, name: str, offset: int) -> CaptureMeta:
     f = _Fields(cap, name, f"capture {i}: ")
-    start = f.obj.get("core:sample_start")
-    if start is None:
+    if "core:sample_start" not in f.obj:
         raise f.fail("core:sample_start", "must be an integer, but is missing (every capture needs one)")
-    start = f.integer("core:sample_start", low=offset)
+    start = f.integer("core:sample_start")
+    if start < offset:
+        raise f.fail("core:sample_start", f"({start}) lies before core:offset ({offset})")
     when = f.string("core:datetime")
     utc = None
     if when is not None:
@@ -316,14 +333,17 @@ def _capture(cap: Mapping[str, Any], i: int, name: str, offset: int) -> CaptureM
 
 def _annotation(ann: Mapping[str, Any], i: int, name: str, offset: int) -> AnnotationMeta:
     f = _Fields(ann, name, f"annotation {i}: ")
-    if f.obj.get("core:sample_start") is None:
+    if "core:sample_start" not in f.obj:
         raise f.fail("core:sample_start", "must be an integer, but is missing (every annotation needs one)")
     lo = f.number("core:freq_lower_edge", low=-MAX_ABS_FREQ_HZ, high=MAX_ABS_FREQ_HZ)
     hi = f.number("core:freq_upper_edge", low=-MAX_ABS_FREQ_HZ, high=MAX_ABS_FREQ_HZ)
     if lo is not None and hi is not None and lo > hi:
         raise f.fail("core:freq_lower_edge", f"({lo:g}) is above core:freq_upper_edge ({hi:g})")
+    start = f.integer("core:sample_start")
+    if start < offset:
+        raise f.fail("core:sample_start", f"({start}) lies before core:offset ({offset})")
     return AnnotationMeta(
-        sample_start=f.integer("core:sample_start", low=offset),
+        sample_start=start,
         sample_count=f.integer("core:sample_count"),
         freq_lower_edge_hz=lo,
         freq_upper_edge_hz=hi,
@@ -344,11 +364,11 @@ def check_metadata(doc: Any, name: str) -> Metadata:
     _objects(glob, "core:extensions", name, "global ")
     g = _Fields(glob, name, "global ")
     datatype = g.string("core:datatype")
-    if not datatype:
+    if datatype is None:
         raise InputError(f"{name}: not a SigMF recording: global core:datatype is missing")
     if len(datatype) > 32:
         raise g.fail("core:datatype", f"is not a SigMF datatype, got {show(datatype)}")
-    if glob.get("core:sample_rate") is None:
+    if "core:sample_rate" not in glob:
         raise InputError(f"{name}: global core:sample_rate is missing; rfstream needs the sample rate")
     rate = g.number("core:sample_rate", low=MIN_SAMPLE_RATE_HZ, high=MAX_SAMPLE_RATE_HZ)
     sha = g.string("core:sha512")
