@@ -183,7 +183,7 @@ class _Range:
         if not below and value <= self.high:
             return None
         bracket = "(" if self.low_open else "["
-        return f"must lie in {bracket}{_num(self.low)}, {_num(self.high)}], got {value!r}"
+        return f"must lie in {bracket}{_num(self.low)}, {_num(self.high)}], got {_show(value)}"
 
 
 def _num(x: float) -> str:
@@ -231,7 +231,20 @@ _RANGES: dict[str, _Range] = {
 
 
 def _fail(key: str, message: str) -> ConfigError:
-    return ConfigError(f"config key '{key}': {message}")
+    return ConfigError(f"config key '{_cut(key)}': {message}")
+
+
+def _cut(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut short: a message must stay one readable line whatever was typed."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "<an integer too long to print>"
+    return _cut(text, limit)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -242,10 +255,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
-        raise _fail(key, f"expected true or false, got {value!r}")
+        raise _fail(key, f"expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise _fail(key, f"expected an integer, got {value!r}")
+            raise _fail(key, f"expected an integer, got {_show(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -255,31 +268,33 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return int(float(value)) if float(value).is_integer() else int(value)
             except ValueError:
                 pass
-        raise _fail(key, f"expected an integer, got {value!r}")
+        raise _fail(key, f"expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise _fail(key, f"expected a number, got {value!r}")
+            raise _fail(key, f"expected a number, got {_show(value)}")
         try:
             out = float(value)
         except (TypeError, ValueError):
-            raise _fail(key, f"expected a number, got {value!r}") from None
+            raise _fail(key, f"expected a number, got {_show(value)}") from None
+        except OverflowError:  # an integer beyond any float (10**400)
+            out = math.inf
         if not math.isfinite(out):
-            raise _fail(key, f"expected a finite number, got {value!r}")
+            raise _fail(key, f"expected a finite number, got {_show(value)}")
         return out
     if tp is str:
         if isinstance(value, str):
             return value
-        raise _fail(key, f"expected a string, got {value!r}")
+        raise _fail(key, f"expected a string, got {_show(value)}")
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise _fail(key, f"expected a list, got {value!r}")
+            raise _fail(key, f"expected a list, got {_show(value)}")
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
-            raise _fail(key, f"expected a table, got {value!r}")
+            raise _fail(key, f"expected a table, got {_show(value)}")
         return dict(value)
     if isinstance(tp, types.UnionType):
         raise _fail(key, "unsupported type")  # pragma: no cover - no such fields
@@ -310,7 +325,7 @@ def _validate(cfg: Config) -> None:
     def check(key: str, value: Any) -> None:
         generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
         if generic in _CHOICES and value not in _CHOICES[generic]:
-            raise _fail(key, f"{value!r} is not one of {', '.join(_CHOICES[generic])}")
+            raise _fail(key, f"{_show(value)} is not one of {', '.join(_CHOICES[generic])}")
         bounds = _RANGES.get(generic)
         if generic == "source.sample_rate_hz" and value == 0:
             bounds = None  # 0: the file's or the device's own rate
@@ -338,7 +353,7 @@ def _validate(cfg: Config) -> None:
             f"must be below runtime.degrade_load_high ({rt.degrade_load_high}), got {rt.degrade_load_low}",
         )
     if rt.metrics_endpoint and not _host_port(rt.metrics_endpoint):
-        raise _fail("runtime.metrics_endpoint", f"expected HOST:PORT, got {rt.metrics_endpoint!r}")
+        raise _fail("runtime.metrics_endpoint", f"expected HOST:PORT, got {_show(rt.metrics_endpoint)}")
     sp = cfg.spectrogram
     if sp.hop > sp.nfft:
         raise _fail("spectrogram.hop", f"must be <= spectrogram.nfft ({sp.nfft}), got {sp.hop}")

@@ -10,7 +10,7 @@ only without a new interpreter per run. The judge, :func:`check_outcome`, fails 
 - exited 0 on input the spec says cannot be right (``must_fail``), or refused input that is
   fine (``must_pass``).
 
-``RFSTREAM_FUZZ_EXAMPLES`` scales how many examples the hypothesis tests draw (the CI default
+``FUZZ_EXAMPLES`` scales how many examples the hypothesis tests draw (the CI default
 keeps the whole fuzz under about a minute on two cores).
 """
 
@@ -31,8 +31,8 @@ import numpy as np
 
 from rfstream import cli
 
-EXAMPLES = int(os.environ.get("RFSTREAM_FUZZ_EXAMPLES", "0")) or None  # None: each test's CI default
-RUN_TIMEOUT_S = float(os.environ.get("RFSTREAM_FUZZ_TIMEOUT_S", "60"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "0")) or None  # None: each test's CI default
+RUN_TIMEOUT_S = float(os.environ.get("FUZZ_TIMEOUT_S", "60"))
 
 # A small pipeline: only the input path is under test, so the frames are tiny and the only
 # detector is the model-free one (a few runs in test_input_checks.py use the defaults).

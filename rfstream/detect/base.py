@@ -116,12 +116,12 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise _fail(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise _fail(key, f"{_show(value)} is not one of {', '.join(map(str, choices))}")
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise _fail(key, f"expected true or false, got {value!r}")
+        raise _fail(key, f"expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -130,17 +130,21 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         raise _fail(key, f"expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise _fail(key, f"expected a finite number, got {value!r}")
-            return float(value)
-        raise _fail(key, f"expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float (10**400)
+                number = math.inf
+            if not math.isfinite(number):
+                raise _fail(key, f"expected a finite number, got {_show(value)}")
+            return number
+        raise _fail(key, f"expected a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise _fail(key, f"expected a string, got {value!r}")
+        raise _fail(key, f"expected a string, got {_show(value)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise _fail(key, f"expected a list, got {value!r}")
+            raise _fail(key, f"expected a list, got {_show(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
@@ -168,7 +172,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
     raise ConfigError naming the full key.
     """
     if not isinstance(options, Mapping):
-        raise _fail(where, f"expected a table, got {options!r}")
+        raise _fail(where, f"expected a table, got {_show(options)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -176,7 +180,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), sorted(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _fail(f"{where}.{key}", f"unknown key{hint}; known: {', '.join(sorted(fields))}")
+            raise _fail(f"{where}.{str(key)[:100]}", f"unknown key{hint}; known: {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(f"{where}.{key}", value, hints[key])
     try:
         built = cls(**kwargs)

@@ -91,9 +91,9 @@ __all__ = [
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # a JSON string (unrolled: linear time)
 _BRACKETS = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 _SHA512 = re.compile(r"^[0-9a-fA-F]{128}$")
-_DATETIME = re.compile(
-    r"^(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})(?:\.(?P<frac>\d+))?"
-    r"(?P<tz>[Zz]|[+-]\d{2}:?\d{2})?$"
+_DATETIME = re.compile(  # ASCII digits only: \d would take any script's digits
+    r"^(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})(?:\.(?P<frac>[0-9]+))?"
+    r"(?P<tz>[Zz]|[+-][0-9]{2}:?[0-9]{2})?$"
 )
 
 
