@@ -39,6 +39,7 @@ from rfstream.sources.sigmf import SigMFSource, read_annotations
 from rfstream.sources.sigmf_meta import json_depth, parse_json
 
 ROOT = Path(__file__).resolve().parents[1]
+VERBS = ("replay", "eval", "annotate")
 
 
 def refused(argv: list[str], *needles: str) -> str:
@@ -220,7 +221,9 @@ BAD_FIELDS = [
 )
 def test_a_bad_field_is_refused_by_every_verb_naming_it(tmp_path, change, value, needle):
     meta = write_pair(tmp_path, _doc(change, value))
-    for verb in ("replay", "eval", "annotate"):
+    # the verbs that read the section (the fuzzers run every verb on every field)
+    verbs = {"global": ("replay", "eval"), "captures": ("replay", "annotate")}.get(change.split(".")[0], VERBS)
+    for verb in verbs:
         line = refused(verb_argv(verb, meta, tmp_path), needle)
         assert len(line) < 400, line  # a 10 000-character value is shown cut short
     assert not (tmp_path / "out.sigmf-meta").exists()  # refused at open: nothing written
@@ -653,3 +656,22 @@ def test_nonfinite_metadata_through_real_processes(tmp_path):
         ):
             assert_one_clean_line(subprocess_cli(*args, "--config", str(fast_config(folder))), needle)
         assert not (folder / "out.sigmf-meta").exists()
+
+
+# --- the corpus: the issue's cases as files ------------------------------------------------------
+CORPUS = Path(__file__).parent / "corpus"
+EXPECT = json.loads((CORPUS / "expect.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECT))
+def test_corpus(tmp_path, name):
+    """tests/corpus/NAME.sigmf-meta with the same samples: accepted, or refused naming the problem."""
+    case = EXPECT[name]
+    write_pair(tmp_path, "{}")
+    meta = tmp_path / "rec.sigmf-meta"
+    meta.write_bytes((CORPUS / f"{name}.sigmf-meta").read_bytes())
+    for verb in ("replay", "eval", "annotate"):
+        if case["ok"]:
+            accepted(verb_argv(verb, meta, tmp_path))
+        else:
+            refused(verb_argv(verb, meta, tmp_path), case["needle"])
