@@ -265,7 +265,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    from rfstream.sinks.endpoints import check_zmq_endpoint
     from rfstream.sinks.listen import listen
+
+    check_zmq_endpoint(args.endpoint, allow_remote=True, key="listen endpoint")  # form and port
 
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
     listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)

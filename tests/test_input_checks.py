@@ -222,7 +222,9 @@ BAD_FIELDS = [
 def test_a_bad_field_is_refused_by_every_verb_naming_it(tmp_path, change, value, needle):
     meta = write_pair(tmp_path, _doc(change, value))
     # the verbs that read the section (the fuzzers run every verb on every field)
-    verbs = {"global": ("replay", "eval"), "captures": ("replay", "annotate")}.get(change.split(".")[0], VERBS)
+    verbs = {"global": ("replay", "eval"), "captures": ("replay", "annotate")}.get(
+        change.split(".")[0], VERBS
+    )
     for verb in verbs:
         line = refused(verb_argv(verb, meta, tmp_path), needle)
         assert len(line) < 400, line  # a 10 000-character value is shown cut short
@@ -675,3 +677,24 @@ def test_corpus(tmp_path, name):
             accepted(verb_argv(verb, meta, tmp_path))
         else:
             refused(verb_argv(verb, meta, tmp_path), case["needle"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["proxy", "--frontend", "tcp://127.0.0.1:4567", "--sndhwm", "1099511627776"], "--sndhwm"),
+        (["proxy", "--frontend", "tcp://127.0.0.1:99999"], "port '99999'"),
+        (
+            ["proxy", "--frontend", "tcp://127.0.0.1:4567", "--backend", "tcp://127.0.0.1:70000"],
+            "port '70000'",
+        ),
+        (["listen", "tcp://127.0.0.1:99999", "--timeout", "0.1"], "port '99999'"),
+        (["listen", "tcp://127.0.0.1:5555", "--timeout", "nan"], "not a finite number"),
+        (["synth", "/nonexistent/x", "--rate", "1e12", "--duration", "1000"], "samples"),
+        (["synth", "/nonexistent/x", "--rate", "-1e6"], "--rate"),
+        (["bench", "--rates", "nan"], "--rates"),
+        (["bench", "--chunks", "0"], "--chunks"),
+    ],
+)
+def test_other_verbs_check_their_numbers_and_endpoints(argv, needle):
+    refused(argv, needle)

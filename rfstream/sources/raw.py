@@ -61,6 +61,7 @@ from rfstream.sources.base import (
     SourceInfo,
     chunk_length,
     regular_file_size,
+    show,
     utc_plus,
     zero_nonfinite,
 )
@@ -113,7 +114,7 @@ def parse_datatype(datatype: str, *, where: str = "") -> SampleFormat:
         or (m["fmt"] in "iu" and m["bits"] == "64")
     ):
         raise InputError(
-            f"{prefix}unknown datatype {datatype!r}; expected one of {_COMPLEX_TYPES} (with _le or _be)"
+            f"{prefix}unknown datatype {show(datatype)}; expected one of {_COMPLEX_TYPES} (with _le or _be)"
         )
     if m["kind"] == "r":
         raise InputError(f"{prefix}real-valued datatype {dt} is not supported; rfstream needs complex IQ")
@@ -371,7 +372,7 @@ class RawSource:
             if guessed is None:
                 known = " ".join(sorted(EXTENSION_DATATYPES))
                 raise InputError(
-                    f"{name}: cannot tell the datatype from the extension {path.suffix!r}; "
+                    f"{name}: cannot tell the datatype from the extension {show(path.suffix)}; "
                     f"give --datatype (e.g. cu8, ci8, ci16_le, cf32_le); known extensions: {known}"
                 )
             datatype = guessed

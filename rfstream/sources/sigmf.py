@@ -160,6 +160,10 @@ def _load(
 ) -> _Recording:
     path = Path(path)
     name = str(path)
+    if os.path.lexists(path):  # the path given, as what it is: /dev/zero or a folder is not a recording
+        _, problem = describe_path(path)
+        if problem:
+            raise InputError(f"{name} {problem}")
     if is_archive(path):
         return _load_archive(path, name, need_data=need_data, verify=verify)
     if path.suffix.lower() in EXTENSION_DATATYPES:
@@ -199,7 +203,7 @@ def _data_path(meta_fn: Path, data_fn: Path, meta: Metadata, allow_external: boo
         target = _inside(meta_fn.parent, meta.dataset, name, allow_external)
         _, problem = describe_path(target)
         if problem:
-            raise _fail(name, f"core:dataset {target} {problem}")
+            raise _fail(name, f"core:dataset {show(meta.dataset, 200)} {problem}")
         return target
     if not os.path.lexists(data_fn):
         return None
