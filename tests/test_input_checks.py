@@ -505,6 +505,8 @@ def test_metadata_and_conforming_data_paths_are_named(tmp_path):
     os.mkfifo(fifo)
     refused(verb_argv("replay", fifo, tmp_path), "is a fifo")
     refused(verb_argv("replay", tmp_path / "d" / ("x" * 300) / "y.sigmf-meta", tmp_path), "y.sigmf-meta")
+    refused(verb_argv("replay", Path("/dev/zero"), tmp_path), "/dev/zero: is not a sigmf recording", "device")
+    refused(verb_argv("eval", tmp_path, tmp_path), "is not a sigmf recording", "is a directory")
 
 
 # --- configuration and flags ------------------------------------------------------------------

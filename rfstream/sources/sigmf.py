@@ -160,10 +160,6 @@ def _load(
 ) -> _Recording:
     path = Path(path)
     name = str(path)
-    if os.path.lexists(path):  # the path given, as what it is: /dev/zero or a folder is not a recording
-        _, problem = describe_path(path)
-        if problem:
-            raise InputError(f"{name} {problem}")
     if is_archive(path):
         return _load_archive(path, name, need_data=need_data, verify=verify)
     if path.suffix.lower() in EXTENSION_DATATYPES:
@@ -173,8 +169,13 @@ def _load(
             "the extension is not enough)",
         )
     meta_fn, data_fn, archive_fn = _filenames(path)
-    if not os.path.lexists(meta_fn) and os.path.isfile(archive_fn):
-        return _load_archive(archive_fn, name, need_data=need_data, verify=verify)
+    if not os.path.lexists(meta_fn):
+        if os.path.isfile(archive_fn):
+            return _load_archive(archive_fn, name, need_data=need_data, verify=verify)
+        if path not in (meta_fn, data_fn) and os.path.lexists(path):
+            _, problem = describe_path(path)  # /dev/zero or a folder given as the recording
+            what = f"it {problem}" if problem else "give its .sigmf-meta, or --rate for a raw IQ file"
+            raise _fail(name, f"is not a SigMF recording: {what}")
     meta = load_metadata(meta_fn)
     fmt = parse_datatype(meta.datatype, where=str(meta_fn))
     data_path = _data_path(meta_fn, data_fn, meta, allow_external_dataset)
