@@ -154,7 +154,7 @@ def regular_file_size(path: str | os.PathLike[str], what: str) -> int:
     """The size of a regular file, or InputError saying what ``path`` is instead (``what``: "data file")."""
     st, problem = describe_path(path)
     if st is None:
-        raise InputError(f"{what} {os.fspath(path)} {problem}")
+        raise InputError(f"{what} {shown_path(path)} {problem}")
     return st.st_size
 
 
@@ -164,7 +164,7 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit_bytes: int) -> b
     Opened non-blocking and checked on the open descriptor, so a FIFO (or /dev/zero) is
     refused at once instead of blocking or reading forever.
     """
-    name = os.fspath(path)
+    name = shown_path(path)
     _, problem = describe_path(path)
     if problem:
         raise InputError(f"{what} {name} {problem}")
@@ -185,6 +185,14 @@ def read_bounded(path: str | os.PathLike[str], what: str, limit_bytes: int) -> b
     if len(data) > limit_bytes:
         raise InputError(f"{what} {name} is more than the {limit_bytes} bytes allowed")
     return data
+
+
+def shown_path(path: str | os.PathLike[str], limit: int = 160) -> str:
+    """A path for a message: whole when short, else its start and its end (the file's name)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):  # pragma: no cover - rfstream passes str paths
+        text = os.fsdecode(text)
+    return text if len(text) <= limit else f"{text[: limit // 3]}...{text[-(limit // 2) :]}"
 
 
 def show(value: object, limit: int = 60) -> str:

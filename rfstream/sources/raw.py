@@ -62,6 +62,7 @@ from rfstream.sources.base import (
     chunk_length,
     regular_file_size,
     show,
+    shown_path,
     utc_plus,
     zero_nonfinite,
 )
@@ -366,7 +367,7 @@ class RawSource:
         min_chunk_samples: int = 1,
     ) -> None:
         path = Path(path)
-        name = str(path)
+        name = shown_path(path)
         if not datatype:
             guessed = datatype_from_extension(path)
             if guessed is None:

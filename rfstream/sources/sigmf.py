@@ -59,7 +59,14 @@ import structlog
 from rfstream.errors import InputError
 from rfstream.labels import map_label
 from rfstream.limits import MAX_META_BYTES
-from rfstream.sources.base import SourceInfo, describe_path, regular_file_size, show, utc_plus
+from rfstream.sources.base import (
+    SourceInfo,
+    describe_path,
+    regular_file_size,
+    show,
+    shown_path,
+    utc_plus,
+)
 from rfstream.sources.raw import (
     EXTENSION_DATATYPES,
     MappedReplay,
@@ -159,7 +166,7 @@ def _load(
     allow_external_dataset: bool = False,
 ) -> _Recording:
     path = Path(path)
-    name = str(path)
+    name = shown_path(path)
     if is_archive(path):
         return _load_archive(path, name, need_data=need_data, verify=verify)
     if path.suffix.lower() in EXTENSION_DATATYPES:
@@ -176,19 +183,19 @@ def _load(
             _, problem = describe_path(path)  # /dev/zero or a folder given as the recording
             what = f"it {problem}" if problem else "give its .sigmf-meta, or --rate for a raw IQ file"
             raise _fail(name, f"is not a SigMF recording: {what}")
-    meta = load_metadata(meta_fn)
-    fmt = parse_datatype(meta.datatype, where=str(meta_fn))
+    meta = load_metadata(meta_fn, name=shown_path(meta_fn))
+    fmt = parse_datatype(meta.datatype, where=meta.name)
     data_path = _data_path(meta_fn, data_fn, meta, allow_external_dataset)
     if data_path is None:
         if need_data:
             if meta.metadata_only:
                 raise _fail(name, "is a metadata-only recording (core:metadata_only): it has no samples")
-            raise _fail(name, f"data file {data_fn} does not exist")
+            raise _fail(name, f"data file {shown_path(data_fn)} does not exist")
         return _Recording(name, meta, fmt, _captures(meta, name), None, None)
     size = regular_file_size(data_path, "data file")
     if size == 0 and need_data:
-        raise _fail(name, f"data file {data_path} is empty")
-    data = _Data(data_path, 0, size, str(data_path))
+        raise _fail(name, f"data file {shown_path(data_path)} is empty")
+    data = _Data(data_path, 0, size, shown_path(data_path))
     if verify:
         with open(data_path, "rb") as f:
             _verify(meta, f, data)
@@ -197,7 +204,7 @@ def _load(
 
 def _data_path(meta_fn: Path, data_fn: Path, meta: Metadata, allow_external: bool) -> Path | None:
     """The data file the metadata names (core:dataset, else the conforming pair), or None where absent."""
-    name = str(meta_fn)
+    name = shown_path(meta_fn)
     if meta.dataset is not None:
         if meta.metadata_only:
             raise _fail(name, "has both core:dataset and core:metadata_only; which is it?")
@@ -210,7 +217,7 @@ def _data_path(meta_fn: Path, data_fn: Path, meta: Metadata, allow_external: boo
         return None
     _, problem = describe_path(data_fn)
     if problem:
-        raise _fail(name, f"data file {data_fn} {problem}")
+        raise _fail(name, f"data file {shown_path(data_fn)} {problem}")
     return data_fn
 
 
