@@ -14,7 +14,7 @@ import ipaddress
 
 from rfstream.errors import ConfigError
 
-__all__ = ["check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
+__all__ = ["check_listen", "check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -35,8 +35,10 @@ def check_zmq_endpoint(endpoint: str, *, allow_remote: bool, key: str = "publish
         raise ConfigError(
             f"config key '{key}': {endpoint!r} is not a ZeroMQ endpoint (expected tcp://HOST:PORT or ipc://PATH)"
         )
-    if scheme in ("ipc", "inproc"):
-        return
+    if scheme == "inproc" or (scheme == "ipc" and not rest.startswith("@")):
+        return  # in-process, or a socket file guarded by its permissions (made 0600)
+    # An abstract ipc://@name has no file and no permissions: any local user can connect,
+    # so it needs the same opt-in as a network address.
     if scheme == "tcp" and ":" not in rest:
         raise ConfigError(f"config key '{key}': {endpoint} has no port (tcp://HOST:PORT)")
     port = rest.rpartition(":")[2]
@@ -48,8 +50,9 @@ def check_zmq_endpoint(endpoint: str, *, allow_remote: bool, key: str = "publish
     if scheme == "tcp" and is_loopback_host(rest.rpartition(":")[0]):
         return
     if not allow_remote:
+        what = "an abstract socket any local user can open" if scheme == "ipc" else "not a loopback address"
         raise ConfigError(
-            f"config key '{key}': {endpoint} is not a loopback address; "
+            f"config key '{key}': {endpoint} is {what}; "
             "set publish.allow_remote = true (and CURVE keys) to publish beyond this host"
         )
 
@@ -61,3 +64,20 @@ def is_local_endpoint(endpoint: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def check_listen(text: str, *, allow_remote: bool, key: str, opt_in: str) -> tuple[str, int]:
+    """``HOST:PORT`` of an HTTP listener (Prometheus, the viewer, the detection service) -> (host, port).
+
+    Port 0 asks the OS for a free port. A host that is not loopback needs ``opt_in``
+    (the setting or flag that allows it, named in the error).
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"config key '{key}': expected HOST:PORT with a port of 0-65535, got {text!r}")
+    host = host.strip("[]")
+    if not allow_remote and not is_loopback_host(host):
+        raise ConfigError(
+            f"config key '{key}': {text} is not a loopback address; set {opt_in} to serve beyond this host"
+        )
+    return host, int(port)

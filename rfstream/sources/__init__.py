@@ -18,12 +18,13 @@ __all__ = ["Source", "SourceInfo", "open_source"]
 DEFAULT_SYNTH_RATE_HZ = 20e6
 
 
-def open_source(cfg: SourceConfig, *, min_chunk_samples: int = 1) -> Source:
+def open_source(cfg: SourceConfig, *, min_chunk_samples: int = 1, pinned: bool = False) -> Source:
     """The source ``cfg.kind`` names, set up from ``cfg``; InputError where it cannot be used.
 
     ``min_chunk_samples``: the chunk policy's floor for file sources (the pipeline passes
     ``spectrogram.nfft``: no chunk but a stream's tail is shorter than one FFT; see
-    :class:`rfstream.sources.raw.MappedReplay`).
+    :class:`rfstream.sources.raw.MappedReplay`). ``pinned``: the CUDA backend is active, so a
+    live SDR reads into page-locked buffers.
     """
     kind = cfg.kind
     if cfg.capture_index >= 0 and kind != "sigmf" and (kind != "raw" or cfg.capture_index > 0):
@@ -69,7 +70,7 @@ def open_source(cfg: SourceConfig, *, min_chunk_samples: int = 1) -> Source:
     if kind == "soapy":
         from rfstream.sources.soapy import SoapySource
 
-        return SoapySource(cfg)
+        return SoapySource(cfg, pinned=pinned)
     raise InputError(f"unknown source kind {kind!r}; expected sigmf, raw, synth or soapy")
 
 
