@@ -514,7 +514,8 @@ def test_metadata_and_conforming_data_paths_are_named(tmp_path):
     ("flags", "needle"),
     [
         (["--set", "publish.endpoint=tcp://127.0.0.1:99999"], "port '99999'"),
-        (["--set", "publish.endpoint=tcp://127.0.0.1:0"], "must be 1-65535"),
+        (["--set", "publish.endpoint=tcp://127.0.0.1:65536"], "must be 1-65535"),
+        (["--set", "publish.endpoint=tcp://127.0.0.1:-1"], "must be 1-65535"),
         (["--set", "publish.sndhwm=2147483648"], "publish.sndhwm"),
         (["--set", "detectors.0.options.smooth_t=1099511627776"], "options.smooth_t"),
         (["--set", "detectors.0.options.closing_f=100000"], "options.closing_f"),
