@@ -111,10 +111,9 @@ class AnnotationWriter:
             ]
             self._annotations: list[dict[str, Any]] = []
         else:
-            from rfstream.sources.sigmf import read_metadata
+            from rfstream.sources.sigmf_meta import read_document
 
-            # Checked as a replay checks it, so a bad field fails here, before the run, not at close.
-            original = read_metadata(Path(source_meta))
+            original = read_document(Path(source_meta))  # UTF-8 with a BOM, UTF-16, as a replay reads it
             self._global = dict(original.get("global", {}))
             self._global.setdefault("core:sample_rate", self._rate)
             self._captures = [dict(c) for c in original.get("captures", []) if isinstance(c, dict)]

@@ -551,14 +551,6 @@ class SigMFSource:
         self._replay.close()
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """A ``.sigmf-meta`` document, read and checked as a replay checks it (for writers that copy it).
-
-    InputError where it is unusable; the document returned is the JSON as read.
-    """
-    return load_metadata(path).document
-
-
 def read_annotations(
     meta_path: str | Path,
     label_table: Mapping[str, str] | None = None,

@@ -85,6 +85,7 @@ __all__ = [
     "load_metadata",
     "parse_json",
     "parse_utc",
+    "read_document",
 ]
 
 
@@ -406,6 +407,19 @@ def check_metadata(doc: Any, name: str) -> Metadata:
     if bad is not None:
         raise InputError(f"{name}: {bad} is NaN or infinite, which JSON cannot hold")
     return meta
+
+
+def read_document(path: str | Path) -> dict[str, Any]:
+    """A ``.sigmf-meta`` as JSON, read the way a replay reads it (bounded, any BOM, depth-limited),
+    but without the field checks: for writers that copy a recording's metadata through.
+
+    InputError where it is not JSON with a ``global`` object.
+    """
+    name = str(path)
+    doc = parse_json(read_bounded(path, "SigMF metadata", MAX_META_BYTES), name)
+    if not isinstance(doc, dict) or not isinstance(doc.get("global"), dict):
+        raise InputError(f"{name}: not a SigMF metadata file: no 'global' object")
+    return doc
 
 
 def load_metadata(path: str | Path, *, name: str | None = None, data: bytes | None = None) -> Metadata:
