@@ -351,22 +351,24 @@ def _meta_from(raw: bytes, label: str) -> Metadata:
 def _spool(src: IO[bytes], size: int, meta: Metadata, verify: bool, label: str) -> _Data:
     """Copy a decompressing stream into an unlinked temporary file (hashing on the way) to map it."""
     tmp = tempfile.TemporaryFile(prefix="rfstream-")  # noqa: SIM115 - the memory map outlives this call
-    digest = hashlib.sha512() if verify and meta.sha512 is not None else None
-    copied = 0
-    while True:
-        block = src.read(_BLOCK)
-        if not block:
-            break
+    done = False
+    try:
+        digest = hashlib.sha512() if verify and meta.sha512 is not None else None
+        copied = 0
+        while block := src.read(_BLOCK):
+            if digest is not None:
+                digest.update(block)
+            tmp.write(block)
+            copied += len(block)
+        tmp.flush()
+        if copied != size:
+            raise InputError(f"{label}: the archive member is truncated ({copied} of {size} bytes)")
         if digest is not None:
-            digest.update(block)
-        tmp.write(block)
-        copied += len(block)
-    tmp.flush()
-    if copied != size:
-        tmp.close()
-        raise InputError(f"{label}: the archive member is truncated ({copied} of {size} bytes)")
-    if digest is not None:
-        _check_digest(meta, digest, label)
+            _check_digest(meta, digest, label)
+        done = True
+    finally:
+        if not done:  # a corrupt member, a full disk, an interrupt: no temporary file left open
+            tmp.close()
     return _Data(tmp, 0, size, label)
 
 
