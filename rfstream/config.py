@@ -231,6 +231,30 @@ _RANGES: dict[str, _Range] = {
 }
 
 
+# Settings that name files: a path no filesystem can hold fails here, naming the key, instead of
+# as an OSError wherever the file is first touched.
+_PATHS = {
+    "source.path",
+    "publish.annotations",
+    "publish.curve_secret_key",
+    "publish.curve_authorized_keys",
+    "detectors.model",
+}
+MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255  # one path component, on every common filesystem
+
+
+def _path_problem(path: str) -> str | None:
+    if "\0" in path:
+        return "is not a path: it holds a NUL character"
+    if len(path) > MAX_PATH_CHARS:
+        return f"is not a usable path: {len(path)} characters, more than {MAX_PATH_CHARS}"
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in path.split("/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"is not a usable path: a name of {longest} bytes, more than {MAX_NAME_BYTES}"
+    return None
+
+
 def _fail(key: str, message: str) -> ConfigError:
     return ConfigError(f"config key '{_cut(key)}': {message}")
 
@@ -327,6 +351,10 @@ def _validate(cfg: Config) -> None:
         generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
         if generic in _CHOICES and value not in _CHOICES[generic]:
             raise _fail(key, f"{_show(value)} is not one of {', '.join(_CHOICES[generic])}")
+        if generic in _PATHS and value:
+            problem = _path_problem(value)
+            if problem:
+                raise _fail(key, f"{_show(value)} {problem}")
         bounds = _RANGES.get(generic)
         if generic == "source.sample_rate_hz" and value == 0:
             bounds = None  # 0: the file's or the device's own rate

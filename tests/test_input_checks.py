@@ -504,7 +504,11 @@ def test_metadata_and_conforming_data_paths_are_named(tmp_path):
     fifo = tmp_path / "f.sigmf-meta"
     os.mkfifo(fifo)
     refused(verb_argv("replay", fifo, tmp_path), "is a fifo")
-    refused(verb_argv("replay", tmp_path / "d" / ("x" * 300) / "y.sigmf-meta", tmp_path), "y.sigmf-meta")
+    refused(
+        verb_argv("replay", tmp_path / "d" / ("x" * 300) / "y.sigmf-meta", tmp_path),
+        "source.path",
+        "300 bytes",
+    )
     refused(verb_argv("replay", Path("/dev/zero"), tmp_path), "/dev/zero: is not a sigmf recording", "device")
     refused(verb_argv("eval", tmp_path, tmp_path), "is not a sigmf recording", "is a directory")
 
@@ -531,6 +535,9 @@ def test_metadata_and_conforming_data_paths_are_named(tmp_path):
         (["--set", "spectrogram.height=100000"], "spectrogram.height"),
         (["--set", "runtime.queue_depth=0"], "runtime.queue_depth"),
         (["--set", "runtime.metrics_endpoint=127.0.0.1:99999"], "metrics_endpoint"),
+        (["--set", "publish.annotations=" + "x" * 400], "publish.annotations"),
+        (["--set", "publish.annotations=" + "d/" * 1000], "more than 1024"),
+        (["--set", "detectors.0.model=" + "m" * 300], "detectors.0.model"),
     ],
 )
 def test_settings_outside_what_the_code_can_serve(tmp_path, flags, needle):
