@@ -241,6 +241,7 @@ _PATHS = {
     "detectors.model",
 }
 MAX_PATH_CHARS = 1024
+MAX_STRING_CHARS = 1024  # any text setting: names, endpoints, device args, paths
 MAX_NAME_BYTES = 255  # one path component, on every common filesystem
 
 
@@ -351,6 +352,8 @@ def _validate(cfg: Config) -> None:
         generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
         if generic in _CHOICES and value not in _CHOICES[generic]:
             raise _fail(key, f"{_show(value)} is not one of {', '.join(_CHOICES[generic])}")
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            raise _fail(key, f"{_show(value)} is {len(value)} characters, more than {MAX_STRING_CHARS}")
         if generic in _PATHS and value:
             problem = _path_problem(value)
             if problem:
