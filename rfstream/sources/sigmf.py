@@ -100,6 +100,7 @@ class Annotation:
     snr_db: float | None
     comment: str
     raw_label: str = ""  # core:label as written
+    generator: str = ""  # core:generator as written ("rfstream" marks rfstream's own detections)
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,6 +592,7 @@ def read_annotations(
                 snr_db=ann.snr_db,
                 comment=ann.comment,
                 raw_label=raw_label,
+                generator=ann.generator,
             )
         )
     return out
