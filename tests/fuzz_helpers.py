@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import signal
@@ -210,6 +211,7 @@ def run_cli(argv: list[str], timeout_s: float = RUN_TIMEOUT_S) -> Outcome:
         from rfstream.runtime.logging import configure_logging
 
         configure_logging("auto", "warning")  # detach logging from the captured stream
+        logging.captureWarnings(False)  # and give warnings back, so later tests can capture them
     outcome.stderr, outcome.stdout = err.getvalue(), out.getvalue()
     return outcome
 
