@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,8 +21,40 @@ from typing import Any
 from rfstream import __version__
 from rfstream.config import Config, load_config
 from rfstream.errors import ConfigError, FatalError, InputError, RfstreamError
+from rfstream.limits import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
 
 EPILOG = "docs: README.md, docs/architecture.md, docs/protocol.md, docs/operations.md"
+
+# argparse (before 3.13) reads "-250e3", "-1e6" or "-inf" after a flag as another flag ("expected
+# one argument"); with this, every number reaches the value checks, which name the setting.
+_NEGATIVE_NUMBER = re.compile(r"^-(?:(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|inf|infinity|nan)$", re.IGNORECASE)
+MAX_SYNTH_SAMPLES = 1 << 31  # synth/demo write complex64: 16 GiB
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (``nan``/``inf`` are refused at the flag, naming it)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _check_synthesis(rate: float, duration: float, what: str) -> None:
+    """A synthesised recording that can be written: a sample rate, a duration, and a bounded size."""
+    if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+        raise InputError(
+            f"{what} --rate must lie in [{MIN_SAMPLE_RATE_HZ:g}, {MAX_SAMPLE_RATE_HZ:g}] Hz, got {rate:g}"
+        )
+    if not duration > 0:
+        raise InputError(f"{what} --duration must be > 0, got {duration:g}")
+    if rate * duration > MAX_SYNTH_SAMPLES:
+        raise InputError(
+            f"{what}: {duration:g} s at {rate:g} Hz is {rate * duration:.3g} samples, more than the "
+            f"{MAX_SYNTH_SAMPLES} rfstream writes at once; shorten --duration or lower --rate"
+        )
 
 
 # --- shared option groups ---------------------------------------------------------------------
@@ -47,12 +81,22 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
 def _add_replay_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recording")
     g.add_argument("capture", help="a .sigmf-meta / .sigmf-data / .sigmf archive, or a raw IQ file")
-    g.add_argument("--chunk-ms", type=float, help="chunk length in ms (default 200)")
+    g.add_argument("--chunk-ms", type=finite_float, help="chunk length in ms (default 200)")
     g.add_argument("--channel", type=int, help="channel of a multi-channel recording (default 0)")
     g.add_argument("--capture-index", type=int, help="replay only this SigMF capture segment")
     g.add_argument("--datatype", help="raw files: SigMF datatype, e.g. cu8, ci8, ci16_le, cf32_le")
-    g.add_argument("--rate", type=float, help="raw files: sample rate in Hz")
-    g.add_argument("--freq", type=float, help="raw files: centre frequency in Hz")
+    g.add_argument("--rate", type=finite_float, help="raw files: sample rate in Hz")
+    g.add_argument("--freq", type=finite_float, help="raw files: centre frequency in Hz")
+    g.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="do not check the data against core:sha512 (faster for large recordings)",
+    )
+    g.add_argument(
+        "--allow-external-dataset",
+        action="store_true",
+        help="let core:dataset name a file outside the metadata's folder",
+    )
 
 
 def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, Any]:
@@ -68,6 +112,8 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, A
         out["runtime.log_level"] = args.log_level
     elif getattr(args, "quiet", False):
         out["runtime.log_level"] = "warning"  # -q: only what needs attention
+    if getattr(args, "no_verify", False):
+        out["source.verify_checksum"] = False
     for pair in getattr(args, "set", []) or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -84,6 +130,7 @@ _REPLAY_FLAGS = {
     "datatype": "source.datatype",
     "rate": "source.sample_rate_hz",
     "freq": "source.center_freq_hz",
+    "allow_external_dataset": "source.allow_external_dataset",
 }
 
 
@@ -180,10 +227,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from rfstream.runner import progress_callback
     from rfstream.sources.synth import synthesize
 
-    if args.rate <= 0:
-        raise InputError(f"--rate must be > 0, got {args.rate}")
-    if args.duration <= 0:
-        raise InputError(f"--duration must be > 0, got {args.duration}")
+    _check_synthesis(args.rate, args.duration, "synth")
     with progress_callback("synth", enabled=_interactive(args)) as progress:
         meta = synthesize(
             args.out,
@@ -230,7 +274,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"no annotations{given}; give a .sigmf-meta, .sigmf-data or .sigmf recording with annotations"
         )
     cfg = _load(args, _REPLAY_FLAGS, {"publish.endpoint": ""})
-    annotations, own = select_truth(read_annotations(args.capture))
+    annotations, own = select_truth(
+        read_annotations(args.capture, allow_external_dataset=cfg.source.allow_external_dataset)
+    )
     if not annotations:
         if own:
             raise InputError(
@@ -278,7 +324,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
+    from rfstream.sinks.endpoints import check_zmq_endpoint
     from rfstream.sinks.listen import listen, silence_message
+
+    check_zmq_endpoint(args.endpoint, allow_remote=True, key="listen endpoint")  # form and port
 
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
     received = listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
@@ -291,11 +340,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from rfstream.bench import run_bench
 
     cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})
-    rates = [float(r) for r in args.rates.split(",") if r.strip()]
-    if not rates or any(r <= 0 for r in rates):
-        raise InputError(f"--rates must be positive sample rates, got {args.rates!r}")
-    if args.peers < 0:
-        raise InputError(f"--peers must be >= 0, got {args.peers}")
+    try:
+        rates = [finite_float(r) for r in args.rates.split(",") if r.strip()]
+    except argparse.ArgumentTypeError as exc:
+        raise InputError(f"--rates must be comma-separated sample rates in Hz: {exc}") from None
+    if not rates or any(not MIN_SAMPLE_RATE_HZ <= r <= MAX_SAMPLE_RATE_HZ for r in rates):
+        raise InputError(
+            f"--rates must be sample rates in [{MIN_SAMPLE_RATE_HZ:g}, {MAX_SAMPLE_RATE_HZ:g}] Hz, got {args.rates!r}"
+        )
+    if not 1 <= args.chunks <= 100_000:
+        raise InputError(f"--chunks must lie in [1, 100000], got {args.chunks}")
+    if not 0 <= args.peers <= 1000:
+        raise InputError(f"--peers must lie in [0, 1000], got {args.peers}")
     report = run_bench(
         cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish, peers=args.peers
     )
@@ -306,6 +362,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rfstream.demo import run_demo
 
+    _check_synthesis(args.rate, args.duration, "demo")
     cfg = _load(args, {}, {"publish.endpoint": args.endpoint or ""})
     return run_demo(
         cfg, Path(args.out), rate=args.rate, duration=args.duration, seed=args.seed, quiet=args.quiet
@@ -341,9 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("run", help="run the daemon on the configured source (systemd's entry point)")
     _add_config_options(p)
     p.add_argument("--device-args", help="SoapySDR device args, e.g. driver=rtlsdr")
-    p.add_argument("--rate", type=float, help="sample rate in Hz")
-    p.add_argument("--freq", type=float, help="centre frequency in Hz")
-    p.add_argument("--gain", type=float, help="gain in dB (< 0: automatic)")
+    p.add_argument("--rate", type=finite_float, help="sample rate in Hz")
+    p.add_argument("--freq", type=finite_float, help="centre frequency in Hz")
+    p.add_argument("--gain", type=finite_float, help="gain in dB (< 0: automatic)")
     p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
     p.set_defaults(func=cmd_run)
 
@@ -367,18 +424,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("demo", help="synthesise a labelled capture, detect, track, score and draw it")
     _add_config_options(p)
     p.add_argument("--out", default="rfstream-demo", help="output directory (default ./rfstream-demo)")
-    p.add_argument("--rate", type=float, default=10e6, help="sample rate in Hz (default 10e6)")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--rate", type=finite_float, default=10e6, help="sample rate in Hz (default 10e6)")
+    p.add_argument("--duration", type=finite_float, default=2.0, help="seconds (default 2)")
     p.add_argument("--seed", type=int, default=1, help="synthesis seed (default 1)")
     p.add_argument("--endpoint", help="also publish over ZeroMQ at this endpoint")
     p.set_defaults(func=cmd_demo)
 
     p = verbs.add_parser("synth", help="write a labelled synthetic SigMF recording")
     p.add_argument("out", help="output base name (OUT.sigmf-meta + OUT.sigmf-data)")
-    p.add_argument("--rate", type=float, default=10e6, help="sample rate in Hz (default 10e6)")
-    p.add_argument("--duration", type=float, default=2.0, help="seconds (default 2)")
+    p.add_argument("--rate", type=finite_float, default=10e6, help="sample rate in Hz (default 10e6)")
+    p.add_argument("--duration", type=finite_float, default=2.0, help="seconds (default 2)")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
-    p.add_argument("--freq", type=float, default=2.44e9, help="centre frequency in Hz (default 2.44e9)")
+    p.add_argument(
+        "--freq", type=finite_float, default=2.44e9, help="centre frequency in Hz (default 2.44e9)"
+    )
     p.add_argument(
         "--signals", type=int, default=None, help="number of signal emitters (default: by duration)"
     )
@@ -389,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_options(p)
     _add_config_options(p)
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
-    p.add_argument("--min-snr", type=float, help="score only annotations with rfstream:snr_db >= this")
+    p.add_argument("--min-snr", type=finite_float, help="score only annotations with rfstream:snr_db >= this")
     p.add_argument("--ignore-labels", action="store_true", help="match boxes regardless of labels")
     p.set_defaults(func=cmd_eval)
 
@@ -397,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint", nargs="?", default="tcp://127.0.0.1:5555")
     p.add_argument("--topics", default="detections,tracks,health", help="comma-separated topics")
     p.add_argument("--count", type=int, help="stop after this many messages")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--timeout", type=finite_float, help="stop after this many seconds")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_listen)
 
@@ -405,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(p)
     p.add_argument("--rates", default="2.4e6,10e6,20e6", help="comma-separated sample rates in Hz")
     p.add_argument("--chunks", type=int, default=20, help="chunks timed per rate (default 20)")
-    p.add_argument("--chunk-ms", type=float, help="chunk length in ms (default 200)")
+    p.add_argument("--chunk-ms", type=finite_float, help="chunk length in ms (default 200)")
     p.add_argument("--publish", action="store_true", help="include a real ZeroMQ publisher on loopback")
     p.add_argument(
         "--peers",
@@ -435,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_verb(
         verbs, "proxy", "rfstream.sinks.proxy", "forward many rfstream publishers to one endpoint (XSUB/XPUB)"
     )
+    for p in (parser, *verbs.choices.values()):
+        p._negative_number_matcher = _NEGATIVE_NUMBER  # see _NEGATIVE_NUMBER
     return parser
 
 

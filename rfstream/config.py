@@ -23,6 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from rfstream.errors import ConfigError
+from rfstream.limits import (
+    MAX_ABS_FREQ_HZ,
+    MAX_CHANNELS,
+    MAX_CONFIG_BYTES,
+    MAX_IMAGE_SIDE,
+    MAX_NFFT,
+    MAX_SAMPLE_RATE_HZ,
+    MIN_SAMPLE_RATE_HZ,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +52,8 @@ class SourceConfig:
     realtime: bool = False  # pace chunks at the sample rate (replay); live sources always are
     loop: bool = False  # replay the recording again and again
     capture_index: int = -1  # -1: every capture in order
+    verify_checksum: bool = True  # check a SigMF recording's core:sha512 before replaying it
+    allow_external_dataset: bool = False  # let core:dataset name a file outside the metadata's folder
     # raw IQ files (rtl_sdr .cu8, hackrf .cs8, .cs16, GNU Radio .cf32/.cfile)
     datatype: str = ""  # SigMF datatype string, e.g. cu8, ci16_le, cf32_le; "" = from the extension
     sample_rate_hz: float = 0.0
@@ -159,40 +170,108 @@ _CHOICES = {
     "runtime.log_level": ("debug", "info", "warning", "error"),
     "detectors.kind": ("energy", "two_stage", "onnx", "tensorrt", "torch"),
 }
-_POSITIVE = {
-    "source.chunk_ms",
-    "source.reopen_backoff_s",
-    "source.read_timeout_s",
-    "source.queue_depth",
-    "spectrogram.nfft",
-    "spectrogram.hop",
-    "spectrogram.height",
-    "spectrogram.width",
-    "spectrogram.dynamic_range_db",
-    "tracker.max_gap_s",
-    "tracker.confirm_hits",
-    "publish.sndhwm",
-    "publish.health_interval_s",
-    "publish.spectrogram_decimate",
-    "runtime.deadline_ms",
-    "runtime.queue_depth",
-    "runtime.degrade_load_high",
-    "runtime.degrade_load_low",
-    "runtime.degrade_up_chunks",
-    "runtime.degrade_down_chunks",
+
+
+@dataclass(frozen=True, slots=True)
+class _Range:
+    """The values a numeric key accepts: [low, high], or (low, high] where ``low_open``."""
+
+    low: float
+    high: float
+    low_open: bool = False
+
+    def complaint(self, value: float) -> str | None:
+        below = value <= self.low if self.low_open else value < self.low
+        if not below and value <= self.high:
+            return None
+        bracket = "(" if self.low_open else "["
+        return f"must lie in {bracket}{_num(self.low)}, {_num(self.high)}], got {_show(value)}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e12 else f"{x:g}"
+
+
+# Every numeric key has a range the code can actually serve (a test checks that none is
+# missing): a port, a queue size or an FFT size that passes here works at run time.
+_RANGES: dict[str, _Range] = {
+    "source.chunk_ms": _Range(1.0, 60_000.0),
+    "source.channel": _Range(0, MAX_CHANNELS - 1),
+    "source.capture_index": _Range(-1, 2**31 - 1),
+    "source.sample_rate_hz": _Range(MIN_SAMPLE_RATE_HZ, MAX_SAMPLE_RATE_HZ),  # or 0: the file's/device's
+    "source.center_freq_hz": _Range(-MAX_ABS_FREQ_HZ, MAX_ABS_FREQ_HZ),
+    "source.gain_db": _Range(-100.0, 200.0),
+    "source.bandwidth_hz": _Range(0.0, MAX_SAMPLE_RATE_HZ),
+    "source.reopen_backoff_s": _Range(0.0, 3600.0, low_open=True),
+    "source.read_timeout_s": _Range(0.0, 60.0, low_open=True),
+    "source.queue_depth": _Range(1, 1024),
+    "spectrogram.nfft": _Range(16, MAX_NFFT),
+    "spectrogram.hop": _Range(1, MAX_NFFT),
+    "spectrogram.height": _Range(16, MAX_IMAGE_SIDE),
+    "spectrogram.width": _Range(16, MAX_IMAGE_SIDE),
+    "spectrogram.dynamic_range_db": _Range(0.0, 400.0, low_open=True),
+    "spectrogram.floor_offset_db": _Range(-400.0, 400.0),
+    "detectors.priority": _Range(-1000, 1000),
+    "detectors.score_threshold": _Range(-1.0, 1.0),
+    "merge.iou_threshold": _Range(0.0, 1.0),
+    "tracker.max_gap_s": _Range(0.0, 86_400.0, low_open=True),
+    "tracker.confirm_hits": _Range(1, 10_000),
+    "tracker.freq_tolerance_hz": _Range(0.0, MAX_SAMPLE_RATE_HZ),
+    "tracker.smoothing": _Range(0.0, 1.0),
+    "publish.spectrogram_decimate": _Range(1, 64),
+    "publish.sndhwm": _Range(1, 1_000_000),  # ZeroMQ takes a C int; a million messages is already GiBs
+    "publish.health_interval_s": _Range(0.0, 3600.0, low_open=True),
+    "runtime.deadline_ms": _Range(0.0, 3_600_000.0, low_open=True),
+    "runtime.queue_depth": _Range(1, 1024),
+    "runtime.workers": _Range(0, 256),
+    "runtime.watchdog_stall_s": _Range(0.0, 86_400.0),
+    "runtime.degrade_load_high": _Range(0.0, 100.0, low_open=True),
+    "runtime.degrade_load_low": _Range(0.0, 100.0, low_open=True),
+    "runtime.degrade_up_chunks": _Range(1, 1_000_000),
+    "runtime.degrade_down_chunks": _Range(1, 1_000_000),
 }
-_NON_NEGATIVE = {
-    "source.channel",
-    "source.sample_rate_hz",
-    "source.bandwidth_hz",
-    "runtime.workers",
-    "runtime.watchdog_stall_s",
+
+
+# Settings that name files: a path no filesystem can hold fails here, naming the key, instead of
+# as an OSError wherever the file is first touched.
+_PATHS = {
+    "source.path",
+    "publish.annotations",
+    "publish.curve_secret_key",
+    "publish.curve_authorized_keys",
+    "detectors.model",
 }
-_UNIT_INTERVAL = {"merge.iou_threshold", "tracker.smoothing"}
+MAX_PATH_CHARS = 1024
+MAX_STRING_CHARS = 1024  # any text setting: names, endpoints, device args, paths
+MAX_NAME_BYTES = 255  # one path component, on every common filesystem
+
+
+def _path_problem(path: str) -> str | None:
+    if "\0" in path:
+        return "is not a path: it holds a NUL character"
+    if len(path) > MAX_PATH_CHARS:
+        return f"is not a usable path: {len(path)} characters, more than {MAX_PATH_CHARS}"
+    longest = max((len(part.encode("utf-8", "surrogateescape")) for part in path.split("/")), default=0)
+    if longest > MAX_NAME_BYTES:
+        return f"is not a usable path: a name of {longest} bytes, more than {MAX_NAME_BYTES}"
+    return None
 
 
 def _fail(key: str, message: str) -> ConfigError:
-    return ConfigError(f"config key '{key}': {message}")
+    return ConfigError(f"config key '{_cut(key)}': {message}")
+
+
+def _cut(text: str, limit: int = 100) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut short: a message must stay one readable line whatever was typed."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "<an integer too long to print>"
+    return _cut(text, limit)
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -203,10 +282,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             return value.lower() in ("1", "true", "yes", "on")
-        raise _fail(key, f"expected true or false, got {value!r}")
+        raise _fail(key, f"expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, bool):
-            raise _fail(key, f"expected an integer, got {value!r}")
+            raise _fail(key, f"expected an integer, got {_show(value)}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -216,31 +295,33 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
                 return int(float(value)) if float(value).is_integer() else int(value)
             except ValueError:
                 pass
-        raise _fail(key, f"expected an integer, got {value!r}")
+        raise _fail(key, f"expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, bool):
-            raise _fail(key, f"expected a number, got {value!r}")
+            raise _fail(key, f"expected a number, got {_show(value)}")
         try:
             out = float(value)
         except (TypeError, ValueError):
-            raise _fail(key, f"expected a number, got {value!r}") from None
+            raise _fail(key, f"expected a number, got {_show(value)}") from None
+        except OverflowError:  # an integer beyond any float (10**400)
+            out = math.inf
         if not math.isfinite(out):
-            raise _fail(key, f"expected a finite number, got {value!r}")
+            raise _fail(key, f"expected a finite number, got {_show(value)}")
         return out
     if tp is str:
         if isinstance(value, str):
             return value
-        raise _fail(key, f"expected a string, got {value!r}")
+        raise _fail(key, f"expected a string, got {_show(value)}")
     if origin is tuple:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, list | tuple):
-            raise _fail(key, f"expected a list, got {value!r}")
+            raise _fail(key, f"expected a list, got {_show(value)}")
         (item_tp, _) = typing.get_args(tp)
         return tuple(_coerce(f"{key}[{i}]", v, item_tp) for i, v in enumerate(value))
     if origin in (Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
-            raise _fail(key, f"expected a table, got {value!r}")
+            raise _fail(key, f"expected a table, got {_show(value)}")
         return dict(value)
     if isinstance(tp, types.UnionType):
         raise _fail(key, "unsupported type")  # pragma: no cover - no such fields
@@ -271,13 +352,21 @@ def _validate(cfg: Config) -> None:
     def check(key: str, value: Any) -> None:
         generic = key.split(".")[0] + "." + key.split(".")[-1] if key.startswith("detectors") else key
         if generic in _CHOICES and value not in _CHOICES[generic]:
-            raise _fail(key, f"{value!r} is not one of {', '.join(_CHOICES[generic])}")
-        if generic in _POSITIVE and not value > 0:
-            raise _fail(key, f"must be > 0, got {value!r}")
-        if generic in _NON_NEGATIVE and value < 0:
-            raise _fail(key, f"must be >= 0, got {value!r}")
-        if generic in _UNIT_INTERVAL and not 0.0 <= value <= 1.0:
-            raise _fail(key, f"must lie in [0, 1], got {value!r}")
+            raise _fail(key, f"{_show(value)} is not one of {', '.join(_CHOICES[generic])}")
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
+            raise _fail(key, f"{_show(value)} is {len(value)} characters, more than {MAX_STRING_CHARS}")
+        if generic in _PATHS and value:
+            problem = _path_problem(value)
+            if problem:
+                raise _fail(key, f"{_show(value)} {problem}")
+        bounds = _RANGES.get(generic)
+        if generic == "source.sample_rate_hz" and value == 0:
+            bounds = None  # 0: the file's or the device's own rate
+        if bounds is not None:
+            complaint = bounds.complaint(value)
+            if complaint:
+                zero = " (or 0: the file's or device's own)" if generic == "source.sample_rate_hz" else ""
+                raise _fail(key, complaint + zero)
 
     for section in ("source", "spectrogram", "merge", "tracker", "publish", "runtime"):
         obj = getattr(cfg, section)
@@ -297,10 +386,14 @@ def _validate(cfg: Config) -> None:
             f"must be below runtime.degrade_load_high ({rt.degrade_load_high}), got {rt.degrade_load_low}",
         )
     if rt.metrics_endpoint and not _host_port(rt.metrics_endpoint):
-        raise _fail("runtime.metrics_endpoint", f"expected HOST:PORT, got {rt.metrics_endpoint!r}")
+        raise _fail("runtime.metrics_endpoint", f"expected HOST:PORT, got {_show(rt.metrics_endpoint)}")
     sp = cfg.spectrogram
     if sp.hop > sp.nfft:
         raise _fail("spectrogram.hop", f"must be <= spectrogram.nfft ({sp.nfft}), got {sp.hop}")
+    if cfg.publish.endpoint:
+        from rfstream.sinks.endpoints import check_zmq_endpoint
+
+        check_zmq_endpoint(cfg.publish.endpoint, allow_remote=True)  # the form and the port; policy later
 
 
 def _host_port(text: str) -> tuple[str, int] | None:
@@ -386,13 +479,19 @@ def load_config(
 
 
 def read_toml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML config file: a regular file of at most MAX_CONFIG_BYTES (a FIFO or /dev/zero fails at once)."""
+    from rfstream.errors import InputError
+    from rfstream.sources.base import read_bounded
+
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file {p} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config file {p} cannot be read: {exc}") from exc
+        data = read_bounded(p, "config file", MAX_CONFIG_BYTES)
+    except InputError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} cannot be read: it is not UTF-8 text ({exc.reason})") from exc
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

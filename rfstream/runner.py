@@ -128,7 +128,7 @@ def assemble(
     done = False
     try:
         if source is None and not live_device:
-            source = open_source(cfg.source)
+            source = open_source(cfg.source, min_chunk_samples=cfg.spectrogram.nfft)
         if source is not None:
             opened.items.append(source)
         all_sinks: list[Sink] = list(sinks)

@@ -96,4 +96,4 @@ def test_bench_without_peers_and_a_bad_count(capsys, restore_logging):
     report = run_bench(cfg, [1e6], chunks=2, peers=0)
     assert "spectrogram_peers" not in report and "spectrogram vs peers" not in report["table"]
     assert main(["bench", "--rates", "1e6", "--peers", "-1"]) != 0
-    assert "rfstream: error: --peers must be >= 0" in capsys.readouterr().err
+    assert "rfstream: error: --peers must lie in [0, 1000], got -1" in capsys.readouterr().err

@@ -70,8 +70,8 @@ def test_assemble_closes_what_it_opened_when_a_later_step_fails(capture, monkeyp
 
     real_open = sources.open_source
 
-    def tracking_open(source_cfg):
-        source = real_open(source_cfg)
+    def tracking_open(source_cfg, **kwargs):
+        source = real_open(source_cfg, **kwargs)
         real_close = source.close
 
         def close():

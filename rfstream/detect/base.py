@@ -31,6 +31,7 @@ from rfstream.errors import ConfigError
 from rfstream.types import Detection, Frame
 
 __all__ = [
+    "DEFAULT_CEILING",
     "AsyncDetector",
     "BatchModel",
     "Detector",
@@ -113,26 +114,49 @@ class Proposer(Protocol):
 
 
 # --- checks, declared in field metadata ---------------------------------------------------
-def positive(doc: str = "") -> dict[str, Any]:
-    """Field metadata: the value must be > 0."""
-    return {"check": lambda v: None if v > 0 else f"must be > 0, got {v!r}", "doc": doc}
+# Every check has an upper bound: a size that passes validation must be one the detector can
+# allocate and loop over (an energy-detector window of 2**40 once passed and asked for 8 TiB).
+# Sizes in pixels are bounded by the largest frame (MAX_IMAGE_SIDE); DEFAULT_CEILING bounds the rest.
+DEFAULT_CEILING = 1e6
 
 
-def at_least(low: float, doc: str = "") -> dict[str, Any]:
-    """Field metadata: the value must be >= ``low``."""
-    return {"check": lambda v: None if v >= low else f"must be >= {low}, got {v!r}", "doc": doc}
+def positive(doc: str = "", *, high: float = DEFAULT_CEILING) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``(0, high]``."""
+    return {
+        "check": lambda v: None if 0 < v <= high else f"must be > 0 and <= {high:g}, got {_show(v)}",
+        "doc": doc,
+        "high": high,
+    }
+
+
+def at_least(low: float, doc: str = "", *, high: float = DEFAULT_CEILING) -> dict[str, Any]:
+    """Field metadata: the value must lie in ``[low, high]``."""
+    return {
+        "check": lambda v: None if low <= v <= high else f"must be >= {low} and <= {high:g}, got {_show(v)}",
+        "doc": doc,
+        "high": high,
+    }
 
 
 def in_range(low: float, high: float, doc: str = "") -> dict[str, Any]:
     """Field metadata: the value must lie in ``[low, high]``."""
     return {
-        "check": lambda v: None if low <= v <= high else f"must lie in [{low}, {high}], got {v!r}",
+        "check": lambda v: None if low <= v <= high else f"must lie in [{low:g}, {high:g}], got {_show(v)}",
         "doc": doc,
+        "high": high,
     }
 
 
 def _fail(key: str, message: str) -> ConfigError:
     return ConfigError(f"config key '{key}': {message}")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an integer too long to print
+        return "<an integer too long to print>"
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 def _coerce(key: str, value: Any, tp: Any) -> Any:
@@ -141,31 +165,35 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     if origin is typing.Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise _fail(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise _fail(key, f"{_show(value)} is not one of {', '.join(map(str, choices))}")
         return value
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise _fail(key, f"expected true or false, got {value!r}")
+        raise _fail(key, f"expected true or false, got {_show(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
-        raise _fail(key, f"expected an integer, got {value!r}")
+        raise _fail(key, f"expected an integer, got {_show(value)}")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise _fail(key, f"expected a finite number, got {value!r}")
-            return float(value)
-        raise _fail(key, f"expected a number, got {value!r}")
+            try:
+                number = float(value)
+            except OverflowError:  # an integer beyond any float (10**400)
+                number = math.inf
+            if not math.isfinite(number):
+                raise _fail(key, f"expected a finite number, got {_show(value)}")
+            return number
+        raise _fail(key, f"expected a number, got {_show(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise _fail(key, f"expected a string, got {value!r}")
+        raise _fail(key, f"expected a string, got {_show(value)}")
     if origin is tuple:
         if not isinstance(value, list | tuple):
-            raise _fail(key, f"expected a list, got {value!r}")
+            raise _fail(key, f"expected a list, got {_show(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
@@ -193,7 +221,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
     raise ConfigError naming the full key.
     """
     if not isinstance(options, Mapping):
-        raise _fail(where, f"expected a table, got {options!r}")
+        raise _fail(where, f"expected a table, got {_show(options)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
@@ -201,7 +229,7 @@ def parse_options(cls: type[T], options: Mapping[str, Any], where: str) -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), sorted(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _fail(f"{where}.{key}", f"unknown key{hint}; known: {', '.join(sorted(fields))}")
+            raise _fail(f"{where}.{str(key)[:100]}", f"unknown key{hint}; known: {', '.join(sorted(fields))}")
         kwargs[key] = _coerce(f"{where}.{key}", value, hints[key])
     try:
         built = cls(**kwargs)

@@ -90,6 +90,7 @@ import scipy.ndimage
 
 from rfstream.config import DetectorConfig
 from rfstream.detect.base import at_least, check_options, in_range, parse_options, positive
+from rfstream.limits import MAX_IMAGE_SIDE, MAX_NFFT
 from rfstream.types import Detection, Frame
 
 __all__ = [
@@ -116,8 +117,12 @@ class EnergyOptions:
     accept_sigma: float = field(
         default=8.0, metadata=positive("keep an unseeded component whose integrated SNR reaches this, sigmas")
     )
-    smooth_t: int = field(default=5, metadata=at_least(1, "running mean along time, STFT slices"))
-    smooth_f: int = field(default=5, metadata=at_least(1, "running mean along frequency, columns"))
+    smooth_t: int = field(
+        default=5, metadata=at_least(1, "running mean along time, STFT slices", high=MAX_IMAGE_SIDE)
+    )
+    smooth_f: int = field(
+        default=5, metadata=at_least(1, "running mean along frequency, columns", high=MAX_IMAGE_SIDE)
+    )
     baseline_percentile: float = field(
         default=20.0, metadata=in_range(0.0, 100.0, "per-column percentile over time for the floor")
     )
@@ -125,11 +130,21 @@ class EnergyOptions:
         default=0.125,
         metadata=in_range(0.0, 1.0, "running-median window across frequency, fraction of width"),
     )
-    closing_t: int = field(default=3, metadata=at_least(1, "closing size, rows (1 = none)"))
-    closing_f: int = field(default=3, metadata=at_least(1, "closing size, columns (1 = none)"))
-    min_time_px: int = field(default=2, metadata=at_least(1, "smallest box height, rows"))
-    min_freq_px: int = field(default=1, metadata=at_least(1, "smallest box width, columns"))
-    min_area_px: int = field(default=12, metadata=at_least(1, "smallest component, pixels"))
+    closing_t: int = field(
+        default=3, metadata=at_least(1, "closing size, rows (1 = none)", high=MAX_IMAGE_SIDE)
+    )
+    closing_f: int = field(
+        default=3, metadata=at_least(1, "closing size, columns (1 = none)", high=MAX_IMAGE_SIDE)
+    )
+    min_time_px: int = field(
+        default=2, metadata=at_least(1, "smallest box height, rows", high=MAX_IMAGE_SIDE)
+    )
+    min_freq_px: int = field(
+        default=1, metadata=at_least(1, "smallest box width, columns", high=MAX_IMAGE_SIDE)
+    )
+    min_area_px: int = field(
+        default=12, metadata=at_least(1, "smallest component, pixels", high=MAX_IMAGE_SIDE**2)
+    )
     max_detections: int = field(default=100, metadata=positive("most boxes per frame, best scores first"))
     pulse_max_slices: float = field(default=2.0, metadata=positive("a box this short (slices) is a pulse"))
     train_gap_slices: float = field(
@@ -139,13 +154,19 @@ class EnergyOptions:
     carrier_fraction: float = field(
         default=0.6, metadata=in_range(0.0, 1.0, "a column set in this share of rows is a carrier (1 = off)")
     )
-    dc_guard_px: int = field(default=2, metadata=at_least(0, "drop components within ± this of DC"))
+    dc_guard_px: int = field(
+        default=2, metadata=at_least(0, "drop components within ± this of DC", high=MAX_IMAGE_SIDE)
+    )
     score_half_db: float = field(default=10.0, metadata=positive("mean SNR that scores 0.5, dB"))
     dynamic_range_db: float = field(
         default=50.0, metadata=positive("dB per image unit; must equal spectrogram.dynamic_range_db")
     )
-    hop: int = field(default=2048, metadata=at_least(1, "STFT hop, samples; must equal spectrogram.hop"))
-    stats_stride: int = field(default=8, metadata=at_least(1, "sample every Nth row/column for statistics"))
+    hop: int = field(
+        default=2048, metadata=at_least(1, "STFT hop, samples; must equal spectrogram.hop", high=MAX_NFFT)
+    )
+    stats_stride: int = field(
+        default=8, metadata=at_least(1, "sample every Nth row/column for statistics", high=MAX_IMAGE_SIDE)
+    )
     edge_fraction: float = field(
         default=0.5, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
     )

@@ -83,7 +83,9 @@ class OnnxOptions:
     """Settings of ``kind = "onnx"`` detectors (table ``options``)."""
 
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"  # auto: TensorRT > CUDA > CPU, as present
-    threads: int = field(default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default"))
+    threads: int = field(
+        default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default", high=256)
+    )
     mask_threshold: float = field(
         default=-1.0, metadata=in_range(-1.0, 1.0, "objectness cut for decoding; < 0 = the model's")
     )

@@ -51,12 +51,14 @@ class TwoStageOptions:
     """Settings of ``kind = "two_stage"`` (table ``options``; the energy stage's own in ``options.energy``)."""
 
     providers: Literal["auto", "cpu", "cuda", "tensorrt"] = "auto"
-    threads: int = field(default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default"))
+    threads: int = field(
+        default=0, metadata=at_least(0, "intra-op threads; 0 = ONNX Runtime's default", high=256)
+    )
     class_weight: float = field(
         default=0.5, metadata=in_range(0.0, 1.0, "weight of the class probability in the score")
     )
     keep_unknown: bool = False  # keep proposals the classifier calls background, labelled "unknown"
-    max_proposals: int = field(default=64, metadata=at_least(1, "most crops classified per frame"))
+    max_proposals: int = field(default=64, metadata=at_least(1, "most crops classified per frame", high=4096))
     pad_frac: float = field(default=0.15, metadata=in_range(0.0, 2.0, "crop padding, fraction of the box"))
 
 

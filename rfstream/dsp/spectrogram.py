@@ -225,6 +225,14 @@ class Spectrogrammer:
             self._carry, self._carry_start = 0, chunk.start_sample
         c, n_new = self._carry, int(iq.shape[0])
         n_total, start = c + n_new, self._carry_start
+        if n_total < nfft:
+            # Not one whole slice yet (a stream shorter than nfft, a live source's tiny chunks):
+            # carry the samples on and make no slice; process() gives an empty frame. Zero-padded
+            # slices of noise made thousands of boxes (the chunk policy, docs/architecture.md).
+            self._carry_buf[c:n_total] = iq
+            self._carry = n_total
+            self._expect = (chunk.start_sample + n_new, chunk.sample_rate_hz, chunk.center_freq_hz)
+            return [], 0, start
         if n_new < nfft:
             # A short chunk (a tiny recording's only one, or a stream's last): stitch it whole,
             # zero-padding to one slice when even that is short.
@@ -292,6 +300,17 @@ class Spectrogrammer:
     def process(self, chunk: Chunk) -> Frame:
         """Chunk -> normalised Frame (height x width float32 in [0, 1])."""
         image, first, n_slices = self._kernel.frame_image(chunk)
+        rate = chunk.sample_rate_hz
+        if n_slices == 0:  # less than one FFT of samples so far: an empty frame, no detections
+            return Frame(
+                image=image,
+                t0_s=chunk.start_sample / rate,
+                dt_s=chunk.num_samples / rate / self.cfg.height,
+                f0_hz=chunk.center_freq_hz - 0.5 * rate - 0.5 * rate / self.nfft,
+                df_hz=rate / self.cfg.width,
+                chunk=chunk,
+                noise_floor=self._floor_value,
+            )
         rate = chunk.sample_rate_hz
         return Frame(
             image=image,
@@ -432,6 +451,8 @@ class _BlockedKernel:
     def image(self, chunk: Chunk, take_log: bool) -> tuple[np.ndarray, int]:
         sp = self.sp
         segments, n_slices, first = sp._advance(sp._samples(chunk), chunk)
+        if n_slices == 0:
+            return np.zeros((sp.cfg.height, sp.cfg.width), dtype=np.float32), first
         image = np.empty((sp.cfg.height, sp.cfg.width), dtype=np.float32)  # the Frame's own
         self._run(segments, n_slices, image, take_log)
         return image, first
@@ -439,6 +460,8 @@ class _BlockedKernel:
     def frame_image(self, chunk: Chunk) -> tuple[np.ndarray, int, int]:
         sp = self.sp
         segments, n_slices, first = sp._advance(sp._samples(chunk), chunk)
+        if n_slices == 0:
+            return np.zeros((sp.cfg.height, sp.cfg.width), dtype=np.float32), first, 0
         image = np.empty((sp.cfg.height, sp.cfg.width), dtype=np.float32)
         self._run(segments, n_slices, image, take_log=True)
         return sp._normalise_in_place(image, take_log=False), first, n_slices
@@ -477,6 +500,8 @@ class _ArrayKernel:
     def _stft(self, chunk: Chunk) -> tuple[Any, int]:
         sp, xp, be = self.sp, self.sp.xp, self.sp.backend
         segments, n_slices, first = sp._advance(sp._samples(chunk), chunk)
+        if n_slices == 0:
+            return xp.zeros((0, sp.nfft), dtype=xp.complex64), first
         if self._frames.shape[0] < n_slices:
             self._frames = xp.empty((n_slices, sp.nfft), dtype=xp.complex64)
         frames = self._frames[:n_slices]
@@ -498,6 +523,8 @@ class _ArrayKernel:
         sp, xp = self.sp, self.sp.xp
         spec, first = self._stft(chunk)
         n_slices = spec.shape[0]
+        if n_slices == 0:
+            return xp.zeros((sp.cfg.height, sp.cfg.width), dtype=xp.float32), first, 0
         if sp._bin_k:
             pairs = spec.view(xp.float32)
             xp.square(pairs, out=pairs)
@@ -517,4 +544,6 @@ class _ArrayKernel:
 
     def frame_image(self, chunk: Chunk) -> tuple[Any, int, int]:
         image, first, n_slices = self._binned(chunk)
+        if n_slices == 0:
+            return image, first, 0
         return self._normalise(image), first, n_slices

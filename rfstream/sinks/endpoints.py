@@ -41,6 +41,12 @@ def check_zmq_endpoint(endpoint: str, *, allow_remote: bool, key: str = "publish
     # so it needs the same opt-in as a network address.
     if scheme == "tcp" and ":" not in rest:
         raise ConfigError(f"config key '{key}': {endpoint} has no port (tcp://HOST:PORT)")
+    port = rest.rpartition(":")[2]
+    if scheme == "tcp" and port != "*" and not (port.isascii() and port.isdigit() and int(port) < 65536):
+        # ZeroMQ would take port 99999 modulo 65536 and bind 34463 without a word
+        raise ConfigError(
+            f"config key '{key}': port {port[:20]!r} of {endpoint[:100]} must be 1-65535 (0 or * for any free port)"
+        )
     if scheme == "tcp" and is_loopback_host(rest.rpartition(":")[0]):
         return
     if not allow_remote:

@@ -56,6 +56,13 @@ class Proxy:
 
         if not frontends:
             raise ConfigError("proxy: at least one --frontend endpoint is needed")
+        if not 1 <= sndhwm <= 1_000_000:  # ZeroMQ takes a C int; beyond 2**31 it raised OverflowError
+            raise ConfigError(f"proxy: --sndhwm must lie in [1, 1000000], got {sndhwm}")
+        from rfstream.sinks.endpoints import check_zmq_endpoint
+
+        # the form and the port first (connecting to any host is fine; binding is policed below)
+        for endpoint, flag in [*((e, "--frontend") for e in frontends), (backend, "--backend")]:
+            check_zmq_endpoint(endpoint, allow_remote=True, key=flag)
         policy = PublishConfig(
             endpoint=backend,
             allow_remote=allow_remote,

@@ -111,7 +111,9 @@ class AnnotationWriter:
             ]
             self._annotations: list[dict[str, Any]] = []
         else:
-            original = _read_meta(Path(source_meta))
+            from rfstream.sources.sigmf_meta import read_document
+
+            original = read_document(Path(source_meta))  # UTF-8 with a BOM, UTF-16, as a replay reads it
             self._global = dict(original.get("global", {}))
             self._global.setdefault("core:sample_rate", self._rate)
             self._captures = [dict(c) for c in original.get("captures", []) if isinstance(c, dict)]

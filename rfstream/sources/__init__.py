@@ -18,12 +18,18 @@ __all__ = ["Source", "SourceInfo", "open_source"]
 DEFAULT_SYNTH_RATE_HZ = 20e6
 
 
-def open_source(cfg: SourceConfig, *, pinned: bool = False) -> Source:
+def open_source(cfg: SourceConfig, *, min_chunk_samples: int = 1, pinned: bool = False) -> Source:
     """The source ``cfg.kind`` names, set up from ``cfg``; InputError where it cannot be used.
 
-    ``pinned``: the CUDA backend is active, so a live SDR reads into page-locked buffers.
+    ``min_chunk_samples``: the chunk policy's floor for file sources (the pipeline passes
+    ``spectrogram.nfft``: no chunk but a stream's tail is shorter than one FFT; see
+    :class:`rfstream.sources.raw.MappedReplay`). ``pinned``: the CUDA backend is active, so a
+    live SDR reads into page-locked buffers.
     """
     kind = cfg.kind
+    if cfg.capture_index >= 0 and kind != "sigmf" and (kind != "raw" or cfg.capture_index > 0):
+        what = "a raw IQ file has one capture, number 0" if kind == "raw" else f"a {kind} source has none"
+        raise InputError(f"capture {cfg.capture_index} does not exist: {what} (source.capture_index)")
     if kind == "sigmf":
         from rfstream.sources.raw import datatype_from_extension
         from rfstream.sources.sigmf import SigMFSource
@@ -32,7 +38,11 @@ def open_source(cfg: SourceConfig, *, pinned: bool = False) -> Source:
             raise InputError("a SigMF source needs a path (.sigmf-meta, .sigmf-data or .sigmf)")
         # A raw file given as a recording: replay it as raw where the rate is known.
         if datatype_from_extension(cfg.path) is not None and cfg.sample_rate_hz > 0:
-            return _raw(cfg)
+            if cfg.capture_index > 0:
+                raise InputError(
+                    f"capture {cfg.capture_index} does not exist: a raw IQ file has one, number 0"
+                )
+            return _raw(cfg, min_chunk_samples)
         return SigMFSource(
             cfg.path,
             chunk_ms=cfg.chunk_ms,
@@ -40,11 +50,14 @@ def open_source(cfg: SourceConfig, *, pinned: bool = False) -> Source:
             realtime=cfg.realtime,
             loop=cfg.loop,
             capture_index=cfg.capture_index,
+            min_chunk_samples=min_chunk_samples,
+            verify_checksum=cfg.verify_checksum,
+            allow_external_dataset=cfg.allow_external_dataset,
         )
     if kind == "raw":
         if not cfg.path:
             raise InputError("a raw IQ source needs a path")
-        return _raw(cfg)
+        return _raw(cfg, min_chunk_samples)
     if kind == "synth":
         from rfstream.sources.synth import SynthSource
 
@@ -61,7 +74,7 @@ def open_source(cfg: SourceConfig, *, pinned: bool = False) -> Source:
     raise InputError(f"unknown source kind {kind!r}; expected sigmf, raw, synth or soapy")
 
 
-def _raw(cfg: SourceConfig) -> Source:
+def _raw(cfg: SourceConfig, min_chunk_samples: int) -> Source:
     from rfstream.sources.raw import RawSource
 
     return RawSource(
@@ -73,4 +86,5 @@ def _raw(cfg: SourceConfig) -> Source:
         realtime=cfg.realtime,
         loop=cfg.loop,
         channel=cfg.channel,
+        min_chunk_samples=min_chunk_samples,
     )

@@ -5,11 +5,19 @@ record and a thread-safe ``close()``. The helpers here keep the bookkeeping
 identical across sources: :class:`ChunkStamper` numbers chunks (``seq`` 0, 1,
 2, ...) and stamps ``arrived_ns`` when a chunk is complete; :class:`Pacer`
 releases chunks at the sample rate for real-time replay and wakes at once on
-``close()``; :func:`zero_nonfinite` counts and zeroes NaN/Inf samples.
+``close()``; :func:`zero_nonfinite` counts and zeroes NaN/Inf samples;
+:func:`chunk_length` applies the chunk policy (at least one FFT, at most
+MAX_CHUNK_SAMPLES); :func:`describe_path` and :func:`read_bounded` name what a
+path is when it is not a regular file (a directory, a FIFO, a device, a symlink
+loop) instead of hanging on it or calling it missing.
 """
 
 from __future__ import annotations
 
+import errno
+import math
+import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +27,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from rfstream.errors import InputError
+from rfstream.limits import MAX_CHUNK_SAMPLES
 from rfstream.types import Chunk
 
 
@@ -59,9 +69,30 @@ class LiveDevice(Protocol):
     def device_state(self) -> str: ...
 
 
-def chunk_length(chunk_ms: float, sample_rate_hz: float) -> int:
-    """Samples per chunk: round(chunk_ms * rate / 1000), at least 1."""
-    return max(1, round(chunk_ms * sample_rate_hz / 1000.0))
+# The chunk policy (docs/architecture.md, "Sources"): a chunk holds at least ``min_samples``
+# (the pipeline passes one FFT, spectrogram.nfft, so every chunk but a stream's tail makes at
+# least one whole STFT slice) and at most MAX_CHUNK_SAMPLES (512 MiB of complex64), so neither
+# a sample rate of 1 Hz nor one of 1 THz turns a chunk_ms into hours of frames or a huge buffer.
+
+
+def chunk_length(chunk_ms: float, sample_rate_hz: float, min_samples: int = 1) -> int:
+    """Samples per chunk: round(chunk_ms * rate / 1000), at least ``min_samples`` (and 1).
+
+    InputError when that is more than MAX_CHUNK_SAMPLES (or the arguments are not finite).
+    """
+    if not (
+        math.isfinite(chunk_ms) and chunk_ms > 0 and math.isfinite(sample_rate_hz) and sample_rate_hz > 0
+    ):
+        raise InputError(
+            f"a chunk needs a positive chunk_ms and sample rate, got {chunk_ms!r} ms at {sample_rate_hz!r} Hz"
+        )
+    n = max(1, int(min_samples), round(chunk_ms * sample_rate_hz / 1000.0))
+    if n > MAX_CHUNK_SAMPLES:
+        raise InputError(
+            f"a chunk of {chunk_ms:g} ms at {sample_rate_hz:g} Hz holds {n} samples, more than the "
+            f"{MAX_CHUNK_SAMPLES} rfstream processes at once; lower source.chunk_ms (--chunk-ms)"
+        )
+    return n
 
 
 def zero_nonfinite(iq: np.ndarray) -> int:
@@ -74,10 +105,103 @@ def zero_nonfinite(iq: np.ndarray) -> int:
 
 
 def utc_plus(t0: datetime | None, samples: int, sample_rate_hz: float) -> datetime | None:
-    """``t0`` advanced by a number of samples, or None where ``t0`` is unknown."""
+    """``t0`` advanced by a number of samples; None where ``t0`` is unknown or the result would
+    fall outside the calendar (a recording dated 9999-12-31 replayed in a loop)."""
     if t0 is None:
         return None
-    return t0 + timedelta(seconds=samples / sample_rate_hz)
+    try:
+        return t0 + timedelta(seconds=samples / sample_rate_hz)
+    except (OverflowError, ValueError):
+        return None
+
+
+def describe_path(path: str | os.PathLike[str]) -> tuple[os.stat_result | None, str]:
+    """``(stat, "")`` for a regular file, else ``(None, what the path is instead)``.
+
+    The words name the thing ("is a directory", "is a FIFO (named pipe)", "is a symbolic link
+    loop"), not just "does not exist", so a user knows what to fix.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None, "is a broken symbolic link" if os.path.islink(path) else "does not exist"
+    except ValueError:  # an embedded NUL byte
+        return None, "is not a valid path"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return None, "is a symbolic link loop"
+        if exc.errno == errno.ENAMETOOLONG:
+            return None, "is a path too long for this system"
+        if exc.errno == errno.ENOTDIR:
+            return None, "does not exist (a part of the path is not a directory)"
+        return None, f"cannot be read: {exc.strerror or exc}"
+    mode = st.st_mode
+    for test, words in (
+        (stat.S_ISDIR, "is a directory, not a file"),
+        (stat.S_ISFIFO, "is a FIFO (named pipe), not a file"),
+        (stat.S_ISCHR, "is a character device, not a file"),
+        (stat.S_ISBLK, "is a block device, not a file"),
+        (stat.S_ISSOCK, "is a socket, not a file"),
+    ):
+        if test(mode):
+            return None, words
+    if not stat.S_ISREG(mode):
+        return None, "is not a regular file"
+    return st, ""
+
+
+def regular_file_size(path: str | os.PathLike[str], what: str) -> int:
+    """The size of a regular file, or InputError saying what ``path`` is instead (``what``: "data file")."""
+    st, problem = describe_path(path)
+    if st is None:
+        raise InputError(f"{what} {shown_path(path)} {problem}")
+    return st.st_size
+
+
+def read_bounded(path: str | os.PathLike[str], what: str, limit_bytes: int) -> bytes:
+    """The bytes of a small regular file, refusing FIFOs, devices and files over ``limit_bytes``.
+
+    Opened non-blocking and checked on the open descriptor, so a FIFO (or /dev/zero) is
+    refused at once instead of blocking or reading forever.
+    """
+    name = shown_path(path)
+    _, problem = describe_path(path)
+    if problem:
+        raise InputError(f"{what} {name} {problem}")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"{what} {name} cannot be read: {exc.strerror or exc}") from exc
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):  # swapped since the check above
+            raise InputError(f"{what} {name} is not a regular file")
+        if st.st_size > limit_bytes:
+            raise InputError(f"{what} {name} is {st.st_size} bytes, more than the {limit_bytes} allowed")
+        try:
+            data = f.read(limit_bytes + 1)
+        except OSError as exc:
+            raise InputError(f"{what} {name} cannot be read: {exc.strerror or exc}") from exc
+    if len(data) > limit_bytes:
+        raise InputError(f"{what} {name} is more than the {limit_bytes} bytes allowed")
+    return data
+
+
+def shown_path(path: str | os.PathLike[str], limit: int = 160) -> str:
+    """A path for a message: whole when short, else its start and its end (the file's name)."""
+    text = os.fspath(path)
+    if isinstance(text, bytes):  # pragma: no cover - rfstream passes str paths
+        text = os.fsdecode(text)
+    return text if len(text) <= limit else f"{text[: limit // 3]}...{text[-(limit // 2) :]}"
+
+
+def show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages about hostile input."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for repr (sys.get_int_max_str_digits)
+        return "<an integer too long to print>"
+    return text if len(text) <= limit else f"{text[: limit - 15]}... ({len(text)} chars)"
 
 
 class ChunkStamper:

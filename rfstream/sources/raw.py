@@ -41,18 +41,31 @@ always holds. ``loop=True`` replays with positions still increasing.
 from __future__ import annotations
 
 import io
+import math
 import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import structlog
 
 from rfstream.errors import InputError
-from rfstream.sources.base import ChunkStamper, Pacer, SourceInfo, chunk_length, utc_plus, zero_nonfinite
+from rfstream.limits import MAX_ABS_FREQ_HZ, MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ
+from rfstream.sources.base import (
+    ChunkStamper,
+    Pacer,
+    SourceInfo,
+    chunk_length,
+    regular_file_size,
+    show,
+    shown_path,
+    utc_plus,
+    zero_nonfinite,
+)
 from rfstream.types import Chunk
 
 log = structlog.get_logger(__name__)
@@ -102,7 +115,7 @@ def parse_datatype(datatype: str, *, where: str = "") -> SampleFormat:
         or (m["fmt"] in "iu" and m["bits"] == "64")
     ):
         raise InputError(
-            f"{prefix}unknown datatype {datatype!r}; expected one of {_COMPLEX_TYPES} (with _le or _be)"
+            f"{prefix}unknown datatype {show(datatype)}; expected one of {_COMPLEX_TYPES} (with _le or _be)"
         )
     if m["kind"] == "r":
         raise InputError(f"{prefix}real-valued datatype {dt} is not supported; rfstream needs complex IQ")
@@ -128,7 +141,7 @@ def map_samples(
     fmt: SampleFormat,
     num_channels: int,
     *,
-    path: Path | None = None,
+    path: Path | BinaryIO | None = None,
     buffer: io.BytesIO | None = None,
     offset: int = 0,
     nbytes: int,
@@ -136,7 +149,8 @@ def map_samples(
 ) -> np.ndarray:
     """Memory-map whole samples: shape (N, channels) of complex floats or (N, channels, 2) of integers.
 
-    A trailing partial sample is left out with a warning.
+    ``path`` is a file name or an open binary file (a decompressed archive member). A trailing
+    partial sample is left out with a warning.
     """
     frame_bytes = fmt.sample_bytes * num_channels
     n, partial = divmod(max(0, nbytes), frame_bytes)
@@ -195,8 +209,51 @@ class Segment:
     start_time_utc: datetime | None  # UTC of ``first``
 
 
+def coalesce(
+    segments: Sequence[Segment], min_samples: int, sample_rate_hz: float
+) -> tuple[list[Segment], int]:
+    """Join segments shorter than ``min_samples`` to a neighbour; returns ``(segments, joined)``.
+
+    A short segment joins the one before it (whose frequency and clock the joined samples
+    then carry); a short first segment joins the one after it, which keeps its own. So a
+    recording of 100 000 four-sample captures costs what one capture of the same samples
+    costs, not 100 000 frames. Only segments adjacent in the data are joined.
+    """
+    out: list[Segment] = []
+    joined = 0
+    for seg in segments:
+        prev = out[-1] if out else None
+        if prev is not None and prev.stop == seg.first:
+            if seg.stop - seg.first < min_samples:
+                out[-1] = Segment(
+                    prev.first, seg.stop, prev.stream_start, prev.center_freq_hz, prev.start_time_utc
+                )
+                joined += 1
+                continue
+            if prev.stop - prev.first < min_samples:
+                n = prev.stop - prev.first
+                out[-1] = Segment(
+                    prev.first,
+                    seg.stop,
+                    max(0, seg.stream_start - n),
+                    seg.center_freq_hz,
+                    utc_plus(seg.start_time_utc, -n, sample_rate_hz),
+                )
+                joined += 1
+                continue
+        out.append(seg)
+    return out, joined
+
+
 class MappedReplay:
-    """Cuts memory-mapped segments into Chunks; the engine of RawSource and SigMFSource."""
+    """Cuts memory-mapped segments into Chunks; the engine of RawSource and SigMFSource.
+
+    The chunk policy (docs/architecture.md, "Sources"): chunks of ``chunk_ms`` but never fewer
+    than ``min_chunk_samples`` (the pipeline passes spectrogram.nfft): a segment's short
+    remainder is added to its last chunk, and segments shorter than that are joined to a
+    neighbour (:func:`coalesce`). Only a stream shorter than ``min_chunk_samples`` gives a
+    shorter chunk.
+    """
 
     def __init__(
         self,
@@ -210,6 +267,7 @@ class MappedReplay:
         realtime: bool,
         loop: bool,
         name: str,
+        min_chunk_samples: int = 1,
     ) -> None:
         num_channels = mapped.shape[1]
         if not 0 <= channel < num_channels:
@@ -217,11 +275,23 @@ class MappedReplay:
         segs = [s for s in segments if s.stop > s.first]
         if not segs:
             raise InputError(f"{name}: no samples to replay")
+        try:
+            self._chunk_len = chunk_length(chunk_ms, sample_rate_hz, min_chunk_samples)
+        except InputError as exc:
+            raise InputError(f"{name}: {exc}") from exc
+        self._min_chunk = max(1, int(min_chunk_samples))
+        segs, joined = coalesce(segs, self._min_chunk, sample_rate_hz)
+        if joined:
+            log.warning(
+                "captures shorter than one chunk's minimum were joined to their neighbours",
+                file=name,
+                joined=joined,
+                min_samples=self._min_chunk,
+            )
         self._mapped = mapped
         self._decode = make_decoder(fmt, channel)
         self._segments = tuple(segs)
         self._rate = float(sample_rate_hz)
-        self._chunk_len = chunk_length(chunk_ms, sample_rate_hz)
         self._realtime = realtime
         self._loop = loop
         # Each pass of a loop occupies the stream up to the end of the last segment.
@@ -239,12 +309,16 @@ class MappedReplay:
         delivered = 0
         stream_end = 0  # stream position one past the previous chunk
         pass_offset = 0
+        chunk_len, min_len = self._chunk_len, self._min_chunk
         while not self.closed.is_set():
             for seg in self._segments:
-                for first in range(seg.first, seg.stop, self._chunk_len):
+                first = seg.first
+                while first < seg.stop:
                     if self.closed.is_set():
                         return
-                    stop = min(first + self._chunk_len, seg.stop)
+                    stop = min(first + chunk_len, seg.stop)
+                    if seg.stop - stop < min_len:
+                        stop = seg.stop  # no chunk shorter than the minimum: the remainder joins this one
                     iq, nonfinite = self._decode(self._mapped, first, stop)
                     delivered += stop - first
                     if pacer is not None and not pacer.wait(delivered):
@@ -259,6 +333,7 @@ class MappedReplay:
                         nonfinite_samples=nonfinite,
                     )
                     stream_end = start + (stop - first)
+                    first = stop
             if not self._loop:
                 return
             pass_offset += self._pass_len
@@ -268,14 +343,7 @@ class MappedReplay:
 
 
 def _file_size(path: Path, name: str) -> int:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise InputError(f"{name}: data file {path} does not exist") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read data file {path}: {exc}") from exc
-    if not path.is_file():
-        raise InputError(f"{name}: data file {path} is not a regular file")
+    size = regular_file_size(path, f"{name}: data file")
     if size == 0:
         raise InputError(f"{name}: data file {path} is empty")
     return size
@@ -296,24 +364,34 @@ class RawSource:
         loop: bool = False,
         num_channels: int = 1,
         channel: int = 0,
+        min_chunk_samples: int = 1,
     ) -> None:
         path = Path(path)
-        name = str(path)
+        name = shown_path(path)
         if not datatype:
             guessed = datatype_from_extension(path)
             if guessed is None:
                 known = " ".join(sorted(EXTENSION_DATATYPES))
                 raise InputError(
-                    f"{name}: cannot tell the datatype from the extension {path.suffix!r}; "
+                    f"{name}: cannot tell the datatype from the extension {show(path.suffix)}; "
                     f"give --datatype (e.g. cu8, ci8, ci16_le, cf32_le); known extensions: {known}"
                 )
             datatype = guessed
         fmt = parse_datatype(datatype, where=name)
-        if not (sample_rate_hz > 0 and np.isfinite(sample_rate_hz)):
+        if not (
+            isinstance(sample_rate_hz, int | float)
+            and math.isfinite(sample_rate_hz)
+            and MIN_SAMPLE_RATE_HZ <= sample_rate_hz <= MAX_SAMPLE_RATE_HZ
+        ):
             raise InputError(
-                f"{name}: a raw IQ file needs a positive sample rate (--rate), got {sample_rate_hz!r}"
+                f"{name}: a raw IQ file needs a positive sample rate (--rate) between {MIN_SAMPLE_RATE_HZ:g} "
+                f"and {MAX_SAMPLE_RATE_HZ:g} Hz, got {sample_rate_hz!r}"
             )
-        if chunk_ms <= 0:
+        if not (math.isfinite(center_freq_hz) and abs(center_freq_hz) <= MAX_ABS_FREQ_HZ):
+            raise InputError(
+                f"{name}: centre frequency (--freq) must be a finite number of Hz, got {center_freq_hz!r}"
+            )
+        if not (chunk_ms > 0 and math.isfinite(chunk_ms)):
             raise InputError(f"{name}: chunk_ms must be > 0, got {chunk_ms!r}")
         size = _file_size(path, name)
         mapped = map_samples(fmt, num_channels, path=path, nbytes=size, name=name)
@@ -328,6 +406,7 @@ class RawSource:
             realtime=realtime,
             loop=loop,
             name=name,
+            min_chunk_samples=min_chunk_samples,
         )
         self.info = SourceInfo(
             sample_rate_hz=float(sample_rate_hz),
