@@ -364,11 +364,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_verb(
         verbs, "proxy", "rfstream.sinks.proxy", "forward many rfstream publishers to one endpoint (XSUB/XPUB)"
     )
+    _add_plugin_verb(
+        verbs, "render", "rfstream.render", "draw a recording (and detections) as a PNG", config=True
+    )
+    _add_plugin_verb(verbs, "view", "rfstream.web.viewer", "live web viewer of a publisher (needs 'web')")
+    _add_plugin_verb(
+        verbs,
+        "serve",
+        "rfstream.web.service",
+        "detection over HTTP: POST /api/detect (needs 'web')",
+        config=True,
+    )
     return parser
 
 
-def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str) -> None:
-    """A verb whose options live in its own module (``add_arguments`` / ``run``)."""
+def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str, *, config: bool = False) -> None:
+    """A verb whose options live in its own module (``add_arguments`` / ``run``).
+
+    With ``config``, the verb also takes the configuration options and its ``run(args, cfg)``
+    gets the loaded Config; the module's ``config_overrides(args)`` maps its own flags to keys.
+    """
     import importlib
 
     p = verbs.add_parser(name, help=help_text)
@@ -378,7 +393,11 @@ def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str) -> None
         p.set_defaults(func=lambda _args: _missing(name))
         return
     mod.add_arguments(p)
-    p.set_defaults(func=mod.run)
+    if config:
+        _add_config_options(p)
+        p.set_defaults(func=lambda args: mod.run(args, _load(args, {}, mod.config_overrides(args))))
+    else:
+        p.set_defaults(func=mod.run)
 
 
 def _missing(name: str) -> int:

@@ -11,10 +11,16 @@ rfstream/sinks/security.py.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
+from dataclasses import dataclass
 
 from rfstream.errors import ConfigError
 
-__all__ = ["check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
+__all__ = ["HttpListen", "check_http_listen", "check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
+
+MAX_TOKEN_FILE_BYTES = 4096
+MIN_TOKEN_CHARS = 16
 
 
 def is_loopback_host(host: str) -> bool:
@@ -55,3 +61,64 @@ def is_local_endpoint(endpoint: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+@dataclass(frozen=True, slots=True)
+class HttpListen:
+    """Where an HTTP listener binds, and the bearer token every request must carry (None: none needed)."""
+
+    host: str
+    port: int
+    token: str | None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def check_http_listen(listen: str, *, token_file: str | None, key: str = "--listen") -> HttpListen:
+    """Parse ``HOST:PORT`` for an HTTP listener and apply the policy every listener shares.
+
+    Loopback needs nothing (a token file, if given, is still enforced). Any other address
+    (``0.0.0.0``, a LAN address, a hostname) needs a bearer token read from a file that only
+    its owner can read (mode 0600 or stricter), just as a remote ZeroMQ endpoint needs CURVE.
+    """
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:8080), got {listen!r}")
+    token = _read_token(token_file, key) if token_file else None
+    if token is None and not is_loopback_host(host):
+        raise ConfigError(
+            f"{key}: {listen} is not a loopback address; serving other hosts needs a bearer token: "
+            "write one to a file only you can read (e.g. `openssl rand -hex 32 > token && chmod 600 token`) "
+            "and pass --token-file FILE"
+        )
+    return HttpListen(host, int(port), token)
+
+
+def _read_token(path: str, key: str) -> str:
+    where = f"{key}: token file {path}"
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"{where} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 {path}"
+        )
+    if info.st_size > MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_TOKEN_FILE_BYTES} bytes; it should hold one token")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from exc
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"{where} must hold one token of at least {MIN_TOKEN_CHARS} characters without spaces"
+        )
+    return token

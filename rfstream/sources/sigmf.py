@@ -68,6 +68,8 @@ class Annotation:
     snr_db: float | None
     comment: str
     raw_label: str = ""  # core:label as written
+    generator: str = ""  # core:generator ("rfstream" for rfstream's own detections)
+    score: float | None = None  # rfstream:score, where rfstream wrote the annotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,6 +399,15 @@ def read_annotations(meta_path: str | Path, label_table: Mapping[str, str] | Non
                 snr_db=None if snr is None else float(snr),
                 comment=str(ann.get("core:comment", "")),
                 raw_label=raw_label,
+                generator=str(ann.get("core:generator", "")),
+                score=_optional_float(ann.get("rfstream:score")),
             )
         )
     return out
+
+
+def _optional_float(value: Any) -> float | None:
+    """A finite number, or None (a score that is missing or not a number is not drawn)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
+        return None
+    return float(value)
