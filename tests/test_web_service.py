@@ -13,12 +13,11 @@ import subprocess
 import sys
 
 import pytest
+from web_helpers import ROOT, http, running
 
 from rfstream.errors import ConfigError
 from rfstream.sinks.endpoints import check_http_listen
 from rfstream.sources.synth import synthesize
-
-from web_helpers import ROOT, http, running
 
 pytest.importorskip("aiohttp")
 
@@ -43,7 +42,7 @@ def server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def annotated(archive, tmp_path_factory):
     """What `rfstream replay ARCHIVE --annotate OUT` writes."""
-    folder, _, arch = archive
+    _, _, arch = archive
     out = tmp_path_factory.mktemp("replay") / "dets.sigmf-meta"
     proc = subprocess.run(
         [sys.executable, "-m", "rfstream.cli", "replay", str(arch), "--no-publish", "--annotate", str(out), "-q"],
