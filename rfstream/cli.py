@@ -136,15 +136,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
         extra["publish.annotations"] = args.annotate
     cfg = _load(args, _REPLAY_FLAGS, extra)
     started = time.monotonic()
+    json_lines = args.json or args.output_format == "json"
+    if json_lines:
+        from rfstream.sinks.jsonl import JsonLinesSink
+
+        factories = [lambda _info: JsonLinesSink()]
+    else:
+        factories = []
     if cfg.source.realtime:
         # Paced like a live source: the daemon's runtime (notify, watchdog, signals, SIGHUP, health).
         from rfstream.daemon import Daemon
 
-        summary = Daemon(cfg, config_path=args.config).run()
+        summary = Daemon(cfg, config_path=args.config, sink_factories=factories).run()
     else:
         from rfstream.runner import run_pipeline
 
-        summary = run_pipeline(cfg, lossless=True, progress=_interactive(args), config_dir=_config_dir(args))
+        summary = run_pipeline(
+            cfg,
+            sink_factories=factories,
+            lossless=True,
+            progress=_interactive(args) and not json_lines,
+            config_dir=_config_dir(args),
+        )
     if not args.quiet:
         _print_summary(summary, started=started)
         if cfg.publish.annotations:
@@ -299,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
     p.add_argument("--spectrogram", action="store_true", help="also publish the spectrogram topic")
+    p.add_argument(
+        "--json", action="store_true", help="print each detection as a JSON line on stdout (the wire schema)"
+    )
+    p.add_argument("-F", dest="output_format", choices=("json",), help="rtl_433 style: -F json is --json")
     p.set_defaults(func=cmd_replay)
 
     p = verbs.add_parser("demo", help="synthesise a labelled capture, detect, track, score and draw it")

@@ -124,7 +124,7 @@ def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int,
         out / "waterfall.png",
         title=describe(meta.name, waterfall),
         db_range=db_range(cfg.spectrogram),
-    )
+    ).path
 
     say("4/4 scoring against the capture's own annotations (time-frequency IoU)")
     truth = clip_to_frames(truth, [r.frame for r in results])  # scored per frame, as detected

@@ -44,6 +44,7 @@ __all__ = [
     "LUT",
     "TRUTH_COLOUR",
     "Box",
+    "Picture",
     "Waterfall",
     "boxes_from_annotations",
     "boxes_from_detections",
@@ -145,6 +146,16 @@ def boxes_from_annotations(annotations: Iterable[Any]) -> list[Box]:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class Picture:
+    """What draw_png drew: the file, how many boxes, how many left without a text label, the labels' extents."""
+
+    path: Path
+    boxes: int
+    unlabelled: int
+    label_extents: tuple[tuple[float, float, float, float], ...]
+
+
 # --- the waterfall, built frame by frame ---------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class _Strip:
@@ -242,7 +253,7 @@ def draw_png(
     db_range: tuple[float, float],
     max_labels: int = 400,
     dpi: int = 100,
-) -> Path:
+) -> Picture:
     """Draw the waterfall, its boxes, a dB colour bar and a legend into ``out`` (PNG)."""
     import matplotlib
 
@@ -263,8 +274,8 @@ def draw_png(
     try:
         ax = fig.add_axes((0.07, 0.08, 0.62, 0.80))
         cax = fig.add_axes((0.705, 0.08, 0.014, 0.80))
-        cmap = ListedColormap(LUT / 255.0, name="rfstream")
-        cmap.set_bad("#101010")  # no signal there (a gap in the recording)
+        # no signal there (a gap in the recording): near-black
+        cmap = ListedColormap(LUT / 255.0, name="rfstream").with_extremes(bad="#101010")
         im = ax.imshow(
             np.ma.masked_invalid(db),
             extent=(f_lo, f_hi, t1, t0),
@@ -301,7 +312,7 @@ def draw_png(
                 zorder=3 if b.truth else 4,
             )
             ax.add_patch(rect)
-        unlabelled = _place_labels(fig, ax, visible, max_labels=max_labels, halo=halo)
+        unlabelled, placed = _place_labels(fig, ax, visible, max_labels=max_labels, halo=halo)
 
         counts: dict[str, int] = {}
         for b in visible:
@@ -348,11 +359,15 @@ def draw_png(
             raise SinkError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
         plt.close(fig)
-    return out
+    return Picture(out, len(visible), unlabelled, tuple(placed))
 
 
-def _place_labels(fig: Any, ax: Any, boxes: Sequence[Box], *, max_labels: int, halo: list[Any]) -> int:
-    """Put "label score" beside each box at the first spot free of other labels; return how many found none.
+def _place_labels(
+    fig: Any, ax: Any, boxes: Sequence[Box], *, max_labels: int, halo: list[Any]
+) -> tuple[int, list[tuple[float, float, float, float]]]:
+    """Put "label score" beside each box at the first spot free of other labels.
+
+    Returns how many boxes found no spot, and the placed labels' extents (display pixels).
 
     Best scores first (truth after detections), so the strongest findings are the ones named.
     Candidate spots, in order: above the box, below it, to its right, to its left, inside its top.
@@ -407,7 +422,7 @@ def _place_labels(fig: Any, ax: Any, boxes: Sequence[Box], *, max_labels: int, h
         else:
             artist.remove()
             unlabelled += 1
-    return unlabelled
+    return unlabelled, placed
 
 
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:

@@ -45,7 +45,17 @@ def annotated(archive, tmp_path_factory):
     _, _, arch = archive
     out = tmp_path_factory.mktemp("replay") / "dets.sigmf-meta"
     proc = subprocess.run(
-        [sys.executable, "-m", "rfstream.cli", "replay", str(arch), "--no-publish", "--annotate", str(out), "-q"],
+        [
+            sys.executable,
+            "-m",
+            "rfstream.cli",
+            "replay",
+            str(arch),
+            "--no-publish",
+            "--annotate",
+            str(out),
+            "-q",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -202,4 +212,8 @@ def test_serve_refuses_a_public_listen_without_a_token():
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("rfstream: error: --listen: 0.0.0.0:0 is not a loopback")
+    assert (
+        proc.stderr.strip()
+        .splitlines()[-1]
+        .startswith("rfstream: error: --listen: 0.0.0.0:0 is not a loopback")
+    )

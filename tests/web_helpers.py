@@ -64,7 +64,8 @@ class Proc:
             if line.startswith(prefix):
                 return line.strip()
         raise AssertionError(
-            f"{' '.join(self.args)}: no line starting {prefix!r} (exit {self.popen.poll()}):\n" + "".join(self.stderr[-30:])
+            f"{' '.join(self.args)}: no line starting {prefix!r} (exit {self.popen.poll()}):\n"
+            + "".join(self.stderr[-30:])
         )
 
     def url(self, verb: str, timeout: float = 90.0) -> str:
@@ -103,7 +104,9 @@ class Reply:
         return json.loads(self.body)
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=120.0) -> Reply:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout=120.0
+) -> Reply:
     """A real HTTP request (urllib); error statuses come back as replies, not exceptions."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
@@ -122,7 +125,9 @@ class Burst:
     f_high_hz: float
 
 
-def write_known_burst(base: Path, *, rate: float = 1e6, duration_s: float = 4.0, fc: float = 433.92e6) -> tuple[Path, Burst]:
+def write_known_burst(
+    base: Path, *, rate: float = 1e6, duration_s: float = 4.0, fc: float = 433.92e6
+) -> tuple[Path, Burst]:
     """Noise plus one strong 80 kHz-wide PSK burst from 1.4 s to 1.8 s at +150 kHz (cf32_le SigMF)."""
     rng = np.random.default_rng(7)
     n = int(duration_s * rate)
@@ -133,16 +138,27 @@ def write_known_burst(base: Path, *, rate: float = 1e6, duration_s: float = 4.0,
     shaped = np.repeat(symbols, sps)[: i1 - i0]
     offset = 150e3
     t = np.arange(i1 - i0) / rate
-    iq[i0:i1] += (10.0 * shaped * np.exp(2j * np.pi * offset * t)).astype(np.complex64)  # ~20 dB over the noise
+    iq[i0:i1] += (10.0 * shaped * np.exp(2j * np.pi * offset * t)).astype(
+        np.complex64
+    )  # ~20 dB over the noise
     base.with_suffix(".sigmf-data").write_bytes(iq.astype("<c8").tobytes())
     burst = Burst(1.4, 1.8, fc + offset - 50e3, fc + offset + 50e3)
     meta = {
-        "global": {"core:datatype": "cf32_le", "core:sample_rate": rate, "core:version": "1.0.0",
-                   "core:description": "noise and one known PSK burst (rfstream web tests)"},
+        "global": {
+            "core:datatype": "cf32_le",
+            "core:sample_rate": rate,
+            "core:version": "1.0.0",
+            "core:description": "noise and one known PSK burst (rfstream web tests)",
+        },
         "captures": [{"core:sample_start": 0, "core:frequency": fc, "core:datetime": "2024-01-01T00:00:00Z"}],
         "annotations": [
-            {"core:sample_start": i0, "core:sample_count": i1 - i0, "core:freq_lower_edge": burst.f_low_hz,
-             "core:freq_upper_edge": burst.f_high_hz, "core:label": "psk"}
+            {
+                "core:sample_start": i0,
+                "core:sample_count": i1 - i0,
+                "core:freq_lower_edge": burst.f_low_hz,
+                "core:freq_upper_edge": burst.f_high_hz,
+                "core:label": "psk",
+            }
         ],
     }
     path = base.with_suffix(".sigmf-meta")
