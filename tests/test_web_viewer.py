@@ -3,7 +3,8 @@ realtime replay of a capture with one known burst, and its HTTP API with a real 
 
 The browser tests skip where /usr/bin/chromium or Playwright is absent. Screenshots go to the
 test's temporary folder, and also to $VIEWER_SCREENSHOT_DIR when it is set (that is how
-docs/img/viewer.png is made: `VIEWER_SCREENSHOT_DIR=docs/img python -m pytest tests/test_web_viewer.py`).
+docs/img/viewer.png is made: `VIEWER_SCREENSHOT_DIR=docs/img python -m pytest tests/test_web_viewer.py`,
+as a 256-colour copy).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import dataclasses
 import hashlib
 import math
 import os
-import shutil
 import tempfile
 import time
 import warnings
@@ -163,13 +163,16 @@ def canvas_digest(page) -> str:
     return hashlib.sha256(data.encode()).hexdigest()
 
 
-def save_screenshot(page, tmp_path: Path, name: str) -> Path:
+def save_screenshot(page, tmp_path: Path, name: str, *, for_docs: bool = False) -> Path:
     path = tmp_path / name
     page.screenshot(path=str(path), full_page=False)
     target = os.environ.get("VIEWER_SCREENSHOT_DIR")
-    if target:
+    if target and for_docs:  # the copy for the docs: 256 colours, so the repository stays small
+        from PIL import Image
+
         Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, Path(target) / name)
+        with Image.open(path) as im:
+            im.convert("RGB").quantize(256, dither=Image.Dither.NONE).save(Path(target) / name, optimize=True)
     return path
 
 
@@ -231,7 +234,7 @@ def test_the_page_shows_a_moving_labelled_waterfall(live, tmp_path):
             health = page.locator("#health").inner_text()
             assert "real-time factor" in health and "degrade level" in health
             assert "streaming" in health or "eof" in health
-            save_screenshot(page, tmp_path, "viewer.png")
+            save_screenshot(page, tmp_path, "viewer.png", for_docs=True)
             page.wait_for_timeout(1000)
             assert canvas_digest(page) == frozen, "a paused view changed"
             # scrolling back shows older time
