@@ -125,7 +125,9 @@ class Burst:
     f_high_hz: float
 
 
-def write_known_burst(base: Path, *, rate: float = 1e6, duration_s: float = 4.0, fc: float = 433.92e6) -> tuple[Path, Burst]:
+def write_known_burst(
+    base: Path, *, rate: float = 1e6, duration_s: float = 4.0, fc: float = 433.92e6
+) -> tuple[Path, Burst]:
     """Noise, a weak carrier at -300 kHz, and one strong QPSK burst from 1.4 s to 1.8 s at +150 kHz.
 
     The burst (50 kBd, smooth pulses, 2 ms ramps: about 80 kHz wide, no clicks) is ~20 dB over the
