@@ -8,6 +8,7 @@ one line, ``rfstream: error: <message>``, and a non-zero exit.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 import time
@@ -35,7 +36,12 @@ def _add_config_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--log-format", choices=("auto", "console", "json"), help="log format (default: auto)")
     g.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="log level")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bars or tables")
+    g.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress bars, tables or info logs (warnings still show)",
+    )
 
 
 def _add_replay_options(p: argparse.ArgumentParser) -> None:
@@ -60,6 +66,8 @@ def _overrides(args: argparse.Namespace, mapping: dict[str, str]) -> dict[str, A
         out["runtime.log_format"] = args.log_format
     if getattr(args, "log_level", None):
         out["runtime.log_level"] = args.log_level
+    elif getattr(args, "quiet", False):
+        out["runtime.log_level"] = "warning"  # -q: only what needs attention
     for pair in getattr(args, "set", []) or []:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
@@ -234,10 +242,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_listen(args: argparse.Namespace) -> int:
-    from rfstream.sinks.listen import listen
+    from rfstream.sinks.listen import listen, silence_message
 
     topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
-    listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
+    received = listen(args.endpoint, topics, count=args.count, timeout_s=args.timeout, json_lines=args.json)
+    if received == 0 and args.timeout is not None:
+        raise InputError(silence_message(args.endpoint, args.timeout))
     return 0
 
 
@@ -369,10 +379,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
-    p = verbs.add_parser("keys", help="generate ZeroMQ CURVE keys for remote publishing")
-    p.add_argument("dir", help="directory for the key files")
-    p.add_argument("--name", default="server", help="key name (default server)")
-    p.set_defaults(func=cmd_keys)
+    p = verbs.add_parser("keys", help="ZeroMQ CURVE keys for remote publishing")
+    keys = p.add_subparsers(dest="keys_command", metavar="{generate}", required=True)
+    g = keys.add_parser("generate", help="write a key pair NAME.key and NAME.key_secret (0600) into DIR")
+    g.add_argument("dir", metavar="DIR", help="directory for the key files (created if missing)")
+    g.add_argument("--name", default="server", help="key name (default server)")
+    g.set_defaults(func=cmd_keys)
 
     _add_plugin_verb(
         verbs, "train", "rfstream.train.cli", "train the shipped models (needs the 'train' extra)"
@@ -421,9 +433,34 @@ def _missing(name: str) -> int:
     raise FatalError(f"'rfstream {name}' is not available in this installation")
 
 
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; an unknown flag is reported with the verb's own usage and a did-you-mean."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        verb = _innermost_parser(parser, args)
+        options = [s for action in verb._actions for s in action.option_strings]
+        flag = next((u.partition("=")[0] for u in unknown if u.startswith("-")), "")
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6) if flag else []
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        verb.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+    return args
+
+
+def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the verb the user chose, e.g. ``rfstream keys generate``."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return parser
+        chosen = getattr(args, subs[0].dest, None)
+        if chosen not in subs[0].choices:
+            return parser
+        parser = subs[0].choices[chosen]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     try:
         from rfstream.runtime.logging import configure_logging
 

@@ -128,6 +128,7 @@ class RuntimeConfig:
     log_level: str = "info"
     watchdog: bool = True  # feed systemd's watchdog while chunks flow
     metrics_endpoint: str = ""  # host:port for Prometheus; "" disables
+    metrics_allow_remote: bool = False  # serve /metrics on a non-loopback address
     watchdog_stall_s: float = 0.0  # no chunk done for this long stops the watchdog; 0: auto
     # load shedding in live runs (see rfstream/runtime/policy.py, DegradePolicy)
     degrade: bool = True  # step through the degrade levels when overruns persist

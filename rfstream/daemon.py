@@ -121,7 +121,10 @@ class Daemon:
         if self.cfg.runtime.metrics_endpoint:
             from rfstream.runtime.prometheus import PrometheusExporter
 
-            self._exporter = PrometheusExporter(self.metrics, self.cfg.runtime.metrics_endpoint).start()
+            rt = self.cfg.runtime
+            self._exporter = PrometheusExporter(
+                self.metrics, rt.metrics_endpoint, allow_remote=rt.metrics_allow_remote
+            ).start()
         pipeline = assemble(
             self.cfg,
             sink_factories=self._sink_factories,
@@ -176,6 +179,8 @@ class Daemon:
             self.notifier.close()
             if self._exporter is not None:
                 self._exporter.close()
+            if summary is None:  # the run failed (a source error, a sink that could not be closed)
+                self._log_accounting(self.metrics.health(), interrupted=self._stop_requested)
         self._log_accounting(summary.health, interrupted=summary.interrupted)
         return summary
 

@@ -141,6 +141,7 @@ class Pipeline:
             reader = threading.Thread(target=self._read, name="rfstream-reader", daemon=True)
             reader.start()
         bar = self._progress_bar()
+        close_error: Exception | None = None
         try:
             for chunk in self._chunks():
                 self._handle(chunk)
@@ -155,7 +156,7 @@ class Pipeline:
                 reader.join(timeout=2.0)
             self._finish_tracks()
             self._emit_health(force=True)
-            self._close_sinks()
+            close_error = self._close_sinks()
             self.fanout.close()
             with self._pending_lock:
                 pending, self._pending = self._pending, None
@@ -163,6 +164,17 @@ class Pipeline:
                 pending[1].close()
         if self._source_error is not None:
             raise self._source_error
+        if close_error is not None:
+            # the results could not all be written: say so with the run's accounting, then fail
+            health = self.metrics.health()
+            log.error(
+                "run ended, but a sink could not be closed",
+                error=str(close_error),
+                chunks_processed=health["chunks"]["processed"],
+                detections=health["detections"],
+                samples_processed=health["samples"]["processed"],
+            )
+            raise close_error
         return RunSummary(self.metrics.health(), self._tracks_seen, self._stop.is_set())
 
     def stop(self) -> None:
@@ -381,15 +393,15 @@ class Pipeline:
         for sink in self.sinks:
             sink.publish_health(health)
 
-    def _close_sinks(self) -> None:
+    def _close_sinks(self) -> Exception | None:
+        """Close every sink even if one fails; the first failure, if any."""
         errors = []
         for sink in self.sinks:
             try:
                 sink.close()
-            except Exception as exc:  # close every sink even if one fails; report the first
+            except Exception as exc:
                 errors.append(exc)
-        if errors:
-            raise errors[0]
+        return errors[0] if errors else None
 
     def _progress_bar(self) -> Any:
         total = self.source.info.total_samples

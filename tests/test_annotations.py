@@ -200,23 +200,98 @@ def test_unwritable_destination_fails_at_construction(tmp_path):
             AnnotationWriter(None, locked / "out", sample_rate_hz=RATE, center_freq_hz=CENTER)
 
 
-def test_a_failure_mid_write_leaves_the_old_file_and_no_temp_file(tmp_path):
+def test_the_pair_exists_from_the_start_and_a_failed_close_leaves_it_whole(tmp_path):
+    """Construction writes a valid file (no detections yet); a close that cannot write (here a file-size
+    limit that also stops the fallback) leaves that file as it was, no temp file, and says what was lost."""
     out = tmp_path / "out.sigmf-meta"
     out.write_text('{"old": true}\n')
-    w = AnnotationWriter(None, out, sample_rate_hz=RATE, center_freq_hz=CENTER)
+    w = AnnotationWriter(None, out, sample_rate_hz=RATE, center_freq_hz=CENTER, fallback_dir=tmp_path / "fb")
+    start_doc = json.loads(out.read_text())
+    assert start_doc["annotations"] == [] and start_doc["global"]["core:metadata_only"] is True
     for seq in range(200):  # tens of kilobytes of JSON
         w.publish(make_result(seq, [(1, 1, 2, 2, 0.5, "fsk")] * 3))
+    (tmp_path / "fb").mkdir()
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # a full disk, four kilobytes in
     try:
-        with pytest.raises(SinkError, match=f"cannot write {out}"):
+        with pytest.raises(
+            SinkError, match=r"fallback .* failed too.* they remain in .*out.sigmf-meta.journal"
+        ):
             w.close()
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-    assert out.read_text() == '{"old": true}\n'
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.sigmf-meta"]
+    assert json.loads(out.read_text()) == start_doc
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fb", "out.sigmf-meta", "out.sigmf-meta.journal"]
+    assert list((tmp_path / "fb").iterdir()) == []
     w.close()  # idempotent: nothing more happens
-    assert out.read_text() == '{"old": true}\n'
+    assert json.loads(out.read_text()) == start_doc
+    recovered = AnnotationWriter(None, out, sample_rate_hz=RATE, center_freq_hz=CENTER).recovered_path
+    assert len(json.loads(recovered.read_text())["annotations"]) == 600  # nothing was lost
+
+
+def test_an_unwritable_output_at_close_goes_to_the_fallback_and_says_so(tmp_path, monkeypatch):
+    from rfstream.sinks import sigmf_annotations as mod
+
+    out = tmp_path / "out.sigmf-meta"
+    w = AnnotationWriter(None, out, sample_rate_hz=RATE, center_freq_hz=CENTER, fallback_dir=tmp_path / "fb")
+    (tmp_path / "fb").mkdir()
+    for r in RESULTS:
+        w.publish(r)
+    real = mod.write_json_atomic
+
+    def refuse_the_output(path, obj):
+        if path == out:
+            raise SinkError(f"cannot write {path}: Read-only file system")
+        real(path, obj)
+
+    monkeypatch.setattr(mod, "write_json_atomic", refuse_the_output)
+    with pytest.raises(
+        SinkError, match=r"Read-only file system; the detections were saved to .*fb/rfstream-annotations-"
+    ):
+        w.close()
+    (saved,) = (tmp_path / "fb").iterdir()
+    assert w.fallback_path == saved
+    meta = json.loads(saved.read_text())
+    assert ours(meta["annotations"]) == expected_annotations(RESULTS)
+    assert meta["global"]["rfstream:intended_path"] == str(out)
+
+
+def test_a_crashed_runs_journal_is_recovered_by_the_next_writer(tmp_path):
+    source = make_recording(tmp_path)
+    out = tmp_path / "out" / "dets.sigmf-meta"
+    out.parent.mkdir()
+    crashed = AnnotationWriter(source, out, sample_rate_hz=RATE, center_freq_hz=CENTER)
+    for r in RESULTS:
+        crashed.publish(r)
+    # the process dies here: no close(); a temp file of an interrupted write is left behind too
+    (out.parent / ".dets.sigmf-meta.abc123.tmp").write_text("{")
+    assert crashed.journal_path.is_file()
+    assert ours(json.loads(out.read_text())["annotations"]) == []  # the detections are in the journal only
+    nxt = AnnotationWriter(source, out, sample_rate_hz=RATE, center_freq_hz=CENTER)
+    assert nxt.recovered_path is not None and nxt.recovered_path.parent == out.parent
+    rec = load_valid(nxt.recovered_path)  # valid SigMF, pointing at the data through the link
+    assert rec.read_samples(0, 4).shape == (4,)
+    assert ours(rec.get_annotations()) == expected_annotations(RESULTS)
+    assert [a["core:label"] for a in rec.get_annotations() if a.get("core:generator") == "a human"] == [
+        "truth"
+    ]
+    assert not (out.parent / ".dets.sigmf-meta.abc123.tmp").exists()
+    nxt.close()
+    assert not nxt.journal_path.exists()
+    assert ours(json.loads(out.read_text())["annotations"]) == []  # the new run found nothing
+
+
+def test_a_recordings_annotation_with_a_bad_start_never_costs_the_detections(tmp_path):
+    source = make_recording(tmp_path)
+    meta = json.loads(source.read_text())
+    meta["annotations"].append({"core:sample_start": 2.5, "core:label": "odd"})
+    meta["annotations"].append("not an object")
+    source.write_text(json.dumps(meta))
+    out = tmp_path / "dets.sigmf-meta"
+    write(source, out)
+    written = json.loads(out.read_text())
+    assert ours(written["annotations"]) == expected_annotations(RESULTS)
+    assert [a for a in written["annotations"] if a.get("core:label") == "odd"]  # kept as it was, last
 
 
 def test_non_finite_detections_are_skipped_not_fatal(tmp_path):

@@ -55,7 +55,7 @@ def test_generate_writes_a_pair_with_a_private_secret(tmp_path):
 def test_keys_verb_in_a_fresh_process(tmp_path):
     root = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
-        [sys.executable, "-m", "rfstream.cli", "keys", str(tmp_path), "--name", "edge"],
+        [sys.executable, "-m", "rfstream.cli", "keys", "generate", str(tmp_path), "--name", "edge"],
         capture_output=True, text=True, timeout=60, check=False, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -132,3 +132,47 @@ def test_curve_without_a_client_list_is_refused(keys, tmp_path):
     with pytest.raises(ConfigError, match=r"'publish\.curve_secret_key': .* does not exist"):
         check_publish_security(PublishConfig(curve_secret_key=str(tmp_path / "nope")))
     check_publish_security(PublishConfig(endpoint="ipc:///tmp/x"))  # local: nothing needed
+
+
+def test_a_secret_key_others_can_read_is_refused_with_the_fix(keys):
+    keys["server_secret"].chmod(0o644)
+    cfg = PublishConfig(
+        curve_secret_key=str(keys["server_secret"]), curve_authorized_keys=str(keys["authorized"])
+    )
+    with pytest.raises(ConfigError, match=r"readable by others \(mode 0644\); fix it with: chmod 600"):
+        check_publish_security(cfg)
+    keys["server_secret"].chmod(0o600)
+    check_publish_security(cfg)
+
+
+@pytest.mark.parametrize("target", ["dir", "key"])
+def test_an_authorized_keys_folder_others_can_write_is_refused(keys, target):
+    """A key dropped into that folder would give a stranger the stream after a restart."""
+    victim = keys["authorized"] if target == "dir" else keys["authorized"] / "gui.key"
+    victim.chmod(victim.stat().st_mode | 0o002)
+    cfg = PublishConfig(
+        curve_secret_key=str(keys["server_secret"]), curve_authorized_keys=str(keys["authorized"])
+    )
+    with pytest.raises(ConfigError, match=r"writable by others .*chmod go-w"):
+        check_publish_security(cfg)
+
+
+def test_a_public_key_or_an_empty_file_as_the_secret_is_one_clean_line(keys, tmp_path):
+    empty = tmp_path / "empty.key_secret"
+    empty.touch(mode=0o600)
+    for bad, needle in ((empty, "is not a CURVE certificate"), (keys["server_pub"], "holds no secret key")):
+        bad.chmod(0o600)
+        with pytest.raises(ConfigError, match=needle):
+            check_publish_security(
+                PublishConfig(curve_secret_key=str(bad), curve_authorized_keys=str(keys["authorized"]))
+            )
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "rfstream.cli", "proxy", "--frontend", "tcp://127.0.0.1:5999",
+         "--backend", "tcp://127.0.0.1:0", "--curve-secret-key", str(empty),
+         "--curve-authorized-keys", str(keys["authorized"])],
+        capture_output=True, text=True, timeout=60, check=False, env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("rfstream: error:")
+    assert "is not a CURVE certificate" in proc.stderr

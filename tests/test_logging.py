@@ -75,7 +75,8 @@ def test_console_is_key_value_and_uncoloured_off_a_tty():
     assert "\x1b[" not in text
 
 
-def test_auto_picks_json_off_a_tty_and_configuring_twice_does_not_duplicate():
+def test_auto_picks_json_under_systemd_and_configuring_twice_does_not_duplicate(monkeypatch):
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
     first, second = io.StringIO(), io.StringIO()
     configure_logging("auto", stream=first)
     configure_logging("auto", stream=second)
@@ -83,6 +84,18 @@ def test_auto_picks_json_off_a_tty_and_configuring_twice_does_not_duplicate():
     assert first.getvalue() == ""
     (line,) = second.getvalue().splitlines()
     assert json.loads(line)["event"] == "once"
+
+
+def test_auto_is_plain_console_in_a_pipe_outside_systemd(monkeypatch):
+    """Human output piped to a file or `less` gets readable lines, not JSON and not colour codes."""
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    stream = io.StringIO()
+    configure_logging("auto", stream=stream)
+    logging.getLogger("lib").warning("plain words")
+    text = stream.getvalue()
+    assert "plain words" in text and "\x1b[" not in text
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(text.splitlines()[0])
 
 
 def test_level_filters_both_worlds():

@@ -225,6 +225,43 @@ def test_stale_engine_and_engine_without_sidecar_fall_back(tmp_path):
     assert r.kind == "onnx" and "no metadata sidecar" in r.warnings[0]
 
 
+def test_models_planted_in_the_current_directory_are_never_loaded(tmp_path, monkeypatch):
+    """A ./det.engine (with a sidecar claiming this GPU) or ./det.onnx where the daemon starts is ignored."""
+    shipped = tmp_path / "models"
+    shipped.mkdir()
+    onnx_path = frame_detector(shipped / "det.onnx")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    planted = cwd / "det.engine"
+    planted.write_bytes(b"attacker engine")
+    write_engine_sidecar(planted, onnx_path, TARGET, precision="fp16")  # even a matching sidecar
+    frame_detector(cwd / "other.onnx")
+    monkeypatch.chdir(cwd)
+    r = resolve_model("det", search_dirs=[shipped], target=TARGET)
+    assert r.path == onnx_path and r.kind == "onnx"
+    assert all(not t.startswith(str(cwd)) and not t.startswith("det") for t in r.tried)
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model("other", search_dirs=[shipped], target=TARGET)
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model("other.onnx", search_dirs=[shipped], target=TARGET)
+
+
+def test_an_engine_is_used_only_beside_the_onnx_it_was_built_from(tmp_path):
+    """An engine whose source ONNX cannot be found cannot be checked, so it is not trusted."""
+    cache, elsewhere = tmp_path / "cache", tmp_path / "elsewhere"
+    cache.mkdir()
+    elsewhere.mkdir()
+    onnx_path = frame_detector(elsewhere / "det.onnx")
+    engine = cache / "det.engine"
+    engine.write_bytes(b"serialized engine bytes")
+    write_engine_sidecar(engine, onnx_path, TARGET, precision="fp16")
+    with pytest.raises(ModelError, match="not found"):
+        resolve_model("det", search_dirs=[cache], suffixes=(".engine",), target=TARGET)
+    # with the ONNX model in the search path (the one the name runs otherwise) it is checked and used
+    r = resolve_model("det", search_dirs=[cache, elsewhere], target=TARGET)
+    assert r.kind == "engine" and r.path == engine
+
+
 def test_engine_without_tensorrt_falls_back(tmp_path):
     onnx_path = frame_detector(tmp_path / "det.onnx")
     engine = tmp_path / "det.engine"

@@ -77,3 +77,39 @@ def test_template_instances_do_not_share_config_or_state():
     assert s["ExecStart"][0].endswith("--config /etc/rfstream/%i.toml")
     assert "rfstream/%i" in s["StateDirectory"][0].split()
     assert s["RuntimeDirectory"] == ["rfstream/%i"]
+
+
+def _exposure(unit: Path) -> float:
+    """The overall exposure `systemd-analyze security` gives a unit file (0 best, 10 worst)."""
+    proc = subprocess.run(
+        [ANALYZE, "security", "--offline=yes", str(unit)], capture_output=True, text=True, timeout=60
+    )
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "Overall exposure level" in line:
+            return float(line.split(":")[1].split()[0])
+    raise AssertionError(f"no exposure level in: {proc.stdout}{proc.stderr}")
+
+
+@needs_analyze
+@pytest.mark.parametrize("unit", ["rfstream.service", "rfstream@.service"])
+def test_security_exposure_stays_at_most_1_7(tmp_path, unit):
+    path = _instance(tmp_path, "rtl0") if "@" in unit else UNITS / unit
+    assert _exposure(path) <= 1.7
+
+
+@needs_analyze
+def test_the_exposure_check_can_fail(tmp_path):
+    weak = tmp_path / "rfstream.service"
+    text = (UNITS / "rfstream.service").read_text()
+    for setting in ("ProtectSystem=strict", "PrivateTmp=yes", "ProtectHome=yes", "IPAddressDeny=any"):
+        text = text.replace(setting, "")
+    weak.write_text(text)
+    assert _exposure(weak) > 1.7
+
+
+@pytest.mark.parametrize("unit", ["rfstream.service", "rfstream@.service"])
+def test_units_carry_the_cheap_remaining_hardening(unit):
+    s = _settings(UNITS / unit)
+    assert s["ProcSubset"] == ["pid"] and s["PrivateMounts"] == ["yes"]
+    assert s["IPAddressDeny"] == ["any"] and s["IPAddressAllow"] == ["localhost"]
+    assert s["LimitCORE"] == ["0"] and s["MemoryMax"] and s["TasksMax"]

@@ -216,6 +216,40 @@ def test_spectrogram_off_by_default_and_max_pooled_when_on(ctx, pub):
         spec_pub.close()
 
 
+def test_a_stuck_subscriber_is_reported_and_a_reader_loses_nothing(ctx):
+    """A subscriber that never reads starts losing messages at its high-water mark: health says so
+    (publish.dropped stayed 0 before), while a subscriber that keeps up still receives every one."""
+    pub = ZmqPublisher(
+        PublishConfig(endpoint="tcp://127.0.0.1:*", sndhwm=64, spectrogram=True, spectrogram_decimate=1),
+        context=ctx,
+    )
+    big = np.random.default_rng(0).random((256, 256), dtype=np.float32)  # 64 KiB per spectrogram
+    try:
+        stuck = subscriber(ctx, pub.endpoint, rcvhwm=4)  # everything, spectrograms too; never reads
+        sync(pub, stuck)
+        reader = subscriber(ctx, pub.endpoint, b"detections", b"health")
+        sync(pub, reader)
+        reader.unsubscribe(b"health")
+        got = 0
+        n = 1000  # 64 MB of spectrograms: far beyond what the stuck one's queues and socket buffers hold
+        for i in range(n):
+            pub.publish(make_result(i, image=big))
+            got += len(drain(reader, 0))
+        got += len(drain(reader, 300))
+        stats = pub.stats()
+        assert got == n  # the reader missed nothing
+        assert stats["slow_subscriber_events"] >= 1  # the stuck one's losses are visible
+        assert stats["dropped"] == 0
+        stuck.close()
+        health = subscriber(ctx, pub.endpoint, b"health")
+        sync(pub, health)
+        pub.publish_health({"ping": 2})
+        _, raw = recv(health)
+        assert msgpack.unpackb(raw)["publish"]["slow_subscriber_events"] >= 1
+    finally:
+        pub.close()
+
+
 def test_a_subscriber_that_never_reads_does_not_block_publishing(ctx):
     pub = ZmqPublisher(
         PublishConfig(endpoint="tcp://127.0.0.1:*", sndhwm=2, spectrogram=True, spectrogram_decimate=1),
@@ -234,6 +268,7 @@ def test_a_subscriber_that_never_reads_does_not_block_publishing(ctx):
         assert elapsed < 30, f"publishing {n} chunks took {elapsed:.1f}s"
         stats = pub.stats()
         assert stats["sent"] + stats["dropped"] >= 2 * n
+        assert stats["slow_subscriber_events"] > 0  # and that the stalled subscriber lost messages is counted
         # the stalled subscriber holds at most a few messages, far fewer than were published
         assert len(drain(stalled, 200)) < n
     finally:
@@ -353,6 +388,7 @@ def test_curve_encrypts_and_authenticates(tmp_path, ctx):
     if not zmq.has("curve"):
         pytest.skip("libzmq without CURVE")
     server_public, server_secret = zmq.auth.create_certificates(tmp_path, "server")
+    os.chmod(server_secret, 0o600)  # pyzmq writes 0644; a readable secret is refused
     allowed = tmp_path / "allowed"
     allowed.mkdir()
     client_public_file, client_secret_file = zmq.auth.create_certificates(tmp_path, "client")
@@ -380,7 +416,8 @@ def test_curve_encrypts_and_authenticates(tmp_path, ctx):
     finally:
         pub.close()
 
-    with pytest.raises(SinkError, match="curve_secret_key"):
+    os.chmod(server_public, 0o600)  # so that what is refused is the content, not the mode
+    with pytest.raises(ConfigError, match=r"curve_secret_key.*holds no secret key"):
         ZmqPublisher(
             PublishConfig(
                 endpoint="tcp://127.0.0.1:*",

@@ -132,3 +132,32 @@ def test_listen_skips_malformed_messages():
     ctx.term()
     assert got == [2]  # between two valid messages, at least one malformed one arrived and was skipped
     assert "# skipped a malformed message" in out.getvalue()
+
+
+def test_silence_is_reported_while_listening_and_as_an_error_at_the_timeout(tmp_path):
+    """A wrong endpoint or a stopped publisher must not look like a quiet band."""
+    ctx = zmq.Context()
+    holder = ctx.socket(zmq.PUB)
+    port = holder.bind_to_random_port("tcp://127.0.0.1")  # a publisher that never sends
+    notices = io.StringIO()
+    try:
+        got = listen(
+            f"tcp://127.0.0.1:{port}", timeout_s=0.9, out=io.StringIO(), notices=notices, silence_notice_s=0.3
+        )
+    finally:
+        holder.close(0)
+        ctx.term()
+    assert got == 0
+    lines = notices.getvalue().splitlines()
+    assert lines and all(f"no messages from tcp://127.0.0.1:{port} in" in line for line in lines)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rfstream.cli", "listen", f"tcp://127.0.0.1:{port}", "--timeout", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"rfstream: error: no messages from tcp://127.0.0.1:{port} in 0.5 s "
+        "(is rfstream running and publishing there? see publish.endpoint)"
+    )

@@ -18,11 +18,12 @@ engine was built for (GPU name, compute capability, TensorRT version, source
 sha256). A TorchScript ``.pt`` carries the same JSON as ``<file>.pt.json``.
 
 Resolution of a model *name* (no suffix): in each search directory in turn —
-an explicit path, the config file's directory, ``$RFSTREAM_MODEL_DIR``, the
-packaged ``rfstream/models/`` — try ``<name>.engine`` (only if its sidecar
-matches this GPU and TensorRT version and the ONNX file it was built from;
+the config file's directory, ``$RFSTREAM_MODEL_DIR``, the packaged
+``rfstream/models/``; never the current directory — try ``<name>.engine`` (only
+if its sidecar matches this GPU and TensorRT version and the sha256 of the ONNX
+model the same name resolves to, the one it must have been built from;
 otherwise a warning and the next candidate), then ``<name>.onnx``, then
-``<name>.pt``. Suffixes win over directories: a matching engine anywhere beats
+``<name>.pt``. An absolute path is taken as given. Suffixes win over directories: a matching engine anywhere beats
 an ONNX file, since the engine is the point of having built one. A path with a
 suffix means exactly that file (an ``.engine`` that does not match still falls
 back to the ``.onnx`` beside it, with a warning).
@@ -400,15 +401,18 @@ def resolve_model(
         raise ModelError("no model named (the detector's 'model' key is empty)")
     dirs = [Path(d) for d in (default_search_dirs() if search_dirs is None else search_dirs)]
     given = Path(text).expanduser()
+    # A relative name is looked up in the model folders only, never in the current
+    # directory: a file planted wherever the daemon happens to start must not be loaded.
     if given.suffix in SUFFIXES:
-        bases = [given] if given.is_absolute() else [d / given for d in dirs] + [given]
+        bases = [given] if given.is_absolute() else [d / given for d in dirs]
         stems = [b.with_suffix("") for b in bases]
         order = [given.suffix] + ([".onnx"] if given.suffix == ".engine" and ".onnx" in suffixes else [])
     else:
-        stems = [given] if given.is_absolute() else [d / given for d in dirs] + [given]
+        stems = [given] if given.is_absolute() else [d / given for d in dirs]
         order = [s for s in SUFFIXES if s in suffixes]
     tried: list[str] = []
     warnings: list[str] = []
+    # The ONNX model an engine must have been built from: the one this name would run otherwise.
     onnx_twin = next((s.with_suffix(".onnx") for s in stems if s.with_suffix(".onnx").is_file()), None)
     for suffix in order:
         for stem in unique_paths(stems):
@@ -417,7 +421,11 @@ def resolve_model(
             if not candidate.is_file():
                 continue
             if suffix == ".engine":
-                why = engine_mismatch(candidate, onnx_twin, target)
+                why = (
+                    engine_mismatch(candidate, onnx_twin, target)
+                    if onnx_twin is not None
+                    else "no ONNX model of that name to check that the engine was built from it"
+                )
                 if why:
                     message = f"engine {candidate} skipped: {why}; falling back"
                     log.warning("engine skipped", engine=str(candidate), reason=why)

@@ -3,7 +3,9 @@
 ``console``: readable ``key=value`` lines, coloured on a terminal. ``json``: one
 JSON object per line (``timestamp`` ISO-8601 UTC, ``level``, ``event``,
 ``logger``, and the bound keys) for journald and log shippers. ``auto`` picks
-console on a TTY and JSON otherwise (under systemd).
+JSON where systemd connected stderr to the journal (``$JOURNAL_STREAM`` is set)
+and console otherwise, so a person running a verb in a pipe or a script never
+gets JSON lines in the middle of human output.
 
 structlog events go through the stdlib ``logging`` tree, and one handler on the
 root logger renders both them and records from libraries (``logging`` calls,
@@ -13,6 +15,7 @@ root logger renders both them and records from libraries (``logging`` calls,
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any, TextIO
 
@@ -37,7 +40,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         raise ConfigError(f"config key 'runtime.log_level': {level!r} is not one of {', '.join(_LEVELS)}")
     tty = _isatty(stream)
     if fmt == "auto":
-        fmt = "console" if tty else "json"
+        fmt = "json" if os.environ.get("JOURNAL_STREAM") else "console"
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -20,6 +20,7 @@ from typing import Any
 
 from rfstream.errors import ConfigError, SinkError
 from rfstream.runtime.metrics import Metrics
+from rfstream.sinks.endpoints import check_listen
 
 __all__ = ["PrometheusExporter"]
 
@@ -117,7 +118,7 @@ class _Collector:
 class PrometheusExporter:
     """Serves ``/metrics`` on ``host:port`` from its own thread; ``close()`` stops it."""
 
-    def __init__(self, metrics: Metrics, endpoint: str) -> None:
+    def __init__(self, metrics: Metrics, endpoint: str, *, allow_remote: bool = False) -> None:
         try:
             import prometheus_client
         except ImportError as exc:
@@ -125,10 +126,12 @@ class PrometheusExporter:
                 "config key 'runtime.metrics_endpoint': needs the prometheus-client package "
                 "(pip install 'rfstream[metrics]')"
             ) from exc
-        host, _, port = endpoint.rpartition(":")
-        if not host or not port.isdigit():
-            raise ConfigError(f"config key 'runtime.metrics_endpoint': expected HOST:PORT, got {endpoint!r}")
-        self.host, self.port = host.strip("[]"), int(port)
+        self.host, self.port = check_listen(
+            endpoint,
+            allow_remote=allow_remote,
+            key="runtime.metrics_endpoint",
+            opt_in="runtime.metrics_allow_remote = true",
+        )
         self._registry = prometheus_client.CollectorRegistry(auto_describe=False)
         self._registry.register(_Collector(metrics))  # type: ignore[arg-type]
         self._server: Any = None

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 from rfstream.errors import ConfigError
 
-__all__ = ["HttpListen", "check_http_listen", "check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
+__all__ = [
+    "HttpListen",
+    "check_http_listen",
+    "check_listen",
+    "check_zmq_endpoint",
+    "is_local_endpoint",
+    "is_loopback_host",
+]
 
 MAX_TOKEN_FILE_BYTES = 4096
 MIN_TOKEN_CHARS = 16
@@ -41,15 +48,18 @@ def check_zmq_endpoint(endpoint: str, *, allow_remote: bool, key: str = "publish
         raise ConfigError(
             f"config key '{key}': {endpoint!r} is not a ZeroMQ endpoint (expected tcp://HOST:PORT or ipc://PATH)"
         )
-    if scheme in ("ipc", "inproc"):
-        return
+    if scheme == "inproc" or (scheme == "ipc" and not rest.startswith("@")):
+        return  # in-process, or a socket file guarded by its permissions (made 0600)
+    # An abstract ipc://@name has no file and no permissions: any local user can connect,
+    # so it needs the same opt-in as a network address.
     if scheme == "tcp" and ":" not in rest:
         raise ConfigError(f"config key '{key}': {endpoint} has no port (tcp://HOST:PORT)")
     if scheme == "tcp" and is_loopback_host(rest.rpartition(":")[0]):
         return
     if not allow_remote:
+        what = "an abstract socket any local user can open" if scheme == "ipc" else "not a loopback address"
         raise ConfigError(
-            f"config key '{key}': {endpoint} is not a loopback address; "
+            f"config key '{key}': {endpoint} is {what}; "
             "set publish.allow_remote = true (and CURVE keys) to publish beyond this host"
         )
 
@@ -61,6 +71,23 @@ def is_local_endpoint(endpoint: str) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def check_listen(text: str, *, allow_remote: bool, key: str, opt_in: str) -> tuple[str, int]:
+    """``HOST:PORT`` of an HTTP listener (Prometheus, the viewer, the detection service) -> (host, port).
+
+    Port 0 asks the OS for a free port. A host that is not loopback needs ``opt_in``
+    (the setting or flag that allows it, named in the error).
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"config key '{key}': expected HOST:PORT with a port of 0-65535, got {text!r}")
+    host = host.strip("[]")
+    if not allow_remote and not is_loopback_host(host):
+        raise ConfigError(
+            f"config key '{key}': {text} is not a loopback address; set {opt_in} to serve beyond this host"
+        )
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,24 +105,23 @@ class HttpListen:
 
 
 def check_http_listen(listen: str, *, token_file: str | None, key: str = "--listen") -> HttpListen:
-    """Parse ``HOST:PORT`` for an HTTP listener and apply the policy every listener shares.
+    """Where an HTTP API (the viewer, the detection service) listens, and the token it demands.
 
-    Loopback needs nothing (a token file, if given, is still enforced). Any other address
-    (``0.0.0.0``, a LAN address, a hostname) needs a bearer token read from a file that only
-    its owner can read (mode 0600 or stricter), just as a remote ZeroMQ endpoint needs CURVE.
+    :func:`check_listen` decides what counts as this host; beyond it, the opt-in is a bearer
+    token read from a file that only its owner can read (mode 0600 or stricter), just as a
+    remote ZeroMQ endpoint needs CURVE. A token file given for a loopback address is enforced too.
     """
-    host, sep, port = listen.rpartition(":")
-    host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{key}: expected HOST:PORT (e.g. 127.0.0.1:8080), got {listen!r}")
     token = _read_token(token_file, key) if token_file else None
-    if token is None and not is_loopback_host(host):
-        raise ConfigError(
-            f"{key}: {listen} is not a loopback address; serving other hosts needs a bearer token: "
-            "write one to a file only you can read (e.g. `openssl rand -hex 32 > token && chmod 600 token`) "
-            "and pass --token-file FILE"
-        )
-    return HttpListen(host, int(port), token)
+    host, port = check_listen(
+        listen,
+        allow_remote=token is not None,
+        key=key,
+        opt_in=(
+            "--token-file FILE (a bearer token in a file only you can read: "
+            "`openssl rand -hex 32 > token && chmod 600 token`)"
+        ),
+    )
+    return HttpListen(host, port, token)
 
 
 def _read_token(path: str, key: str) -> str:

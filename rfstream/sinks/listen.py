@@ -15,6 +15,7 @@ import zmq
 from rfstream.errors import InputError
 
 DEFAULT_TOPICS = ("detections", "tracks", "health")
+SILENCE_NOTICE_S = 5.0  # a line on stderr after this long without a message
 
 
 def listen(
@@ -25,11 +26,15 @@ def listen(
     timeout_s: float | None = None,
     json_lines: bool = False,
     out: TextIO = sys.stdout,
+    notices: TextIO = sys.stderr,
+    silence_notice_s: float = SILENCE_NOTICE_S,
 ) -> int:
     """Subscribe to ``topics`` at ``endpoint`` and print each message; return how many arrived.
 
     Stops after ``count`` messages or ``timeout_s`` seconds, whichever comes first
     (neither: runs until interrupted). An empty ``topics`` subscribes to everything.
+    While nothing arrives, a line on ``notices`` says so every ``silence_notice_s``
+    seconds, so a wrong endpoint or a stopped publisher is not mistaken for a quiet band.
     """
     if count is not None and count <= 0:
         return 0
@@ -44,16 +49,26 @@ def listen(
             raise InputError(f"cannot listen on {endpoint!r}: {exc.strerror}") from exc
         for topic in topics or ("",):
             sock.subscribe(topic.encode())
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = None if timeout_s is None else started + timeout_s
+        silent_since, next_notice = started, started + silence_notice_s
         received = 0
         while count is None or received < count:
-            wait_ms = None
+            now = time.monotonic()
+            wait_ms = int(max(0.0, next_notice - now) * 1000)
             if deadline is not None:
-                wait_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
-                if wait_ms == 0:
+                left_ms = int(max(0.0, deadline - now) * 1000)
+                if left_ms == 0:
                     break
-            if not sock.poll(wait_ms, zmq.POLLIN):
+                wait_ms = min(wait_ms, left_ms)
+            if not sock.poll(max(wait_ms, 1), zmq.POLLIN):
+                now = time.monotonic()
+                if now >= next_notice and (deadline is None or now < deadline):
+                    print(f"# {silence_message(endpoint, now - silent_since)}", file=notices, flush=True)
+                    next_notice = now + silence_notice_s
                 continue
+            silent_since = time.monotonic()
+            next_notice = silent_since + silence_notice_s
             frames = sock.recv_multipart()
             try:
                 topic, payload = _decode(frames)
@@ -66,6 +81,13 @@ def listen(
     finally:
         sock.close(linger=0)
         ctx.term()
+
+
+def silence_message(endpoint: str, seconds: float) -> str:
+    return (
+        f"no messages from {endpoint} in {round(seconds, 1):g} s "
+        "(is rfstream running and publishing there? see publish.endpoint)"
+    )
 
 
 def _decode(frames: list[bytes]) -> tuple[str, dict[str, Any]]:

@@ -94,12 +94,11 @@ class Proxy:
         self._thread: threading.Thread | None = None
 
     def _enable_curve(self, secret_path: str, authorized: str) -> None:
-        import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
-        public, secret = zmq.auth.load_certificate(secret_path)
-        if secret is None:
-            raise SinkError(f"proxy: {secret_path} holds no secret key")
+        from rfstream.sinks.security import load_server_certificate
+
+        public, secret = load_server_certificate(secret_path, key="--curve-secret-key")
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=authorized)

@@ -18,7 +18,6 @@ import datetime as _dt
 import os
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -32,7 +31,7 @@ from rfstream.config import PublishConfig
 from rfstream.errors import SinkError
 from rfstream.sinks.base import iso_utc
 from rfstream.sinks.endpoints import check_zmq_endpoint, is_local_endpoint
-from rfstream.sinks.security import check_publish_security
+from rfstream.sinks.security import check_publish_security, load_server_certificate
 from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
 
 SCHEMA_VERSION = 1
@@ -198,6 +197,7 @@ class ZmqPublisher:
         self._sock = self._ctx.socket(zmq.XPUB)
         try:
             self._sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber's subscription, not just the first
+            self._sock.setsockopt(zmq.XPUB_NODROP, 1)  # a full subscriber queue is reported: see _send
             self._sock.sndhwm = cfg.sndhwm
             self._sock.linger = LINGER_MS
             if ":" in cfg.endpoint.partition("://")[2].rpartition(":")[0]:
@@ -227,7 +227,8 @@ class ZmqPublisher:
         self._live: dict[int, Track] = {}
         self._last_seq = -1
         self._sent = 0
-        self._dropped = 0
+        self._dropped = 0  # messages no subscriber got
+        self._slow_events = 0  # times a subscriber's full queue began to lose messages
         self._closed = False
         _log.info("publishing", endpoint=self.endpoint, curve=bool(cfg.curve_secret_key), sndhwm=cfg.sndhwm)
         if cfg.allow_remote and not cfg.curve_secret_key and not is_local_endpoint(cfg.endpoint):
@@ -267,7 +268,7 @@ class ZmqPublisher:
             self._answer_subscriptions()
             payload: dict[str, Any] = {"v": SCHEMA_VERSION}
             payload.update((k, v) for k, v in health.items() if k != "v")
-            payload.setdefault("publish", {"sent": self._sent, "dropped": self._dropped})
+            payload.setdefault("publish", self._stats())
             self._send(TOPIC_HEALTH, payload)
 
     def set_spectrogram(self, enabled: bool) -> None:
@@ -275,8 +276,12 @@ class ZmqPublisher:
         self._decimate = self._configured_decimate if enabled else 0
 
     def stats(self) -> dict[str, int]:
-        """Messages handed to ZeroMQ, and messages it refused (dropped, never waited for)."""
-        return {"sent": self._sent, "dropped": self._dropped}
+        """Messages sent; times a slow subscriber began to lose messages; messages nobody got."""
+        with self._lock:
+            return self._stats()
+
+    def _stats(self) -> dict[str, int]:
+        return {"sent": self._sent, "slow_subscriber_events": self._slow_events, "dropped": self._dropped}
 
     def live_tracks(self) -> list[Track]:
         with self._lock:
@@ -297,12 +302,31 @@ class ZmqPublisher:
 
     # --- internals -----------------------------------------------------------------------------
     def _send(self, topic: bytes, payload: dict[str, Any]) -> None:
+        """Send without ever waiting, and count when a slow subscriber starts to lose messages.
+
+        The socket runs with ``XPUB_NODROP``: libzmq then refuses (EAGAIN) a message that
+        a matching subscriber's queue is too full to take, instead of dropping it for that
+        subscriber in silence. That is counted (``slow_subscriber_events``) and the message
+        is sent again at once in lossy mode, so every subscriber that keeps up still gets
+        it. The lossy send parks the full queue, and ZeroMQ skips it without a word until
+        its subscriber reads again, which starts a new event when it falls behind again.
+        ZeroMQ does not say how many messages a parked subscriber missed: that subscriber
+        sees them as a gap in ``seq`` (docs/protocol.md).
+        """
+        frames = (topic, self._packer.pack(payload))
         try:
-            self._sock.send_multipart((topic, self._packer.pack(payload)), flags=zmq.NOBLOCK)
+            self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except zmq.Again:
-            self._dropped += 1
-        else:
-            self._sent += 1
+            self._slow_events += 1
+            self._sock.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.Again:  # nobody could take it (cannot happen in lossy mode; counted anyway)
+                self._dropped += 1
+                return
+            finally:
+                self._sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self._sent += 1
 
     def _send_events(self, events: tuple[TrackEvent, ...], seq: int) -> None:
         for event in events:
@@ -333,17 +357,8 @@ class ZmqPublisher:
     def _enable_curve(self, cfg: PublishConfig) -> None:
         if not zmq.has("curve"):
             raise SinkError("publish.curve_secret_key is set but this libzmq was built without CURVE")
-        try:
-            public, secret = zmq.auth.load_certificate(cfg.curve_secret_key)
-        except (OSError, ValueError) as exc:
-            raise SinkError(f"publish.curve_secret_key: cannot read {cfg.curve_secret_key}: {exc}") from exc
-        if secret is None:
-            raise SinkError(
-                f"publish.curve_secret_key: {cfg.curve_secret_key} holds no secret key (a public certificate?)"
-            )
+        public, secret = load_server_certificate(cfg.curve_secret_key)
         keys_dir = cfg.curve_authorized_keys
-        if keys_dir and not Path(keys_dir).is_dir():
-            raise SinkError(f"publish.curve_authorized_keys: {keys_dir} is not a directory")
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         self._auth.configure_curve(domain="*", location=keys_dir or zmq.auth.CURVE_ALLOW_ANY)
