@@ -124,15 +124,22 @@ def wait_for_box(page, burst, deadline: float):
 def watch_pass(page, sub, burst, deadline: float):
     """Watch the publisher (our own subscriber) and the page for ``burst``: (box, drawn at, published at)."""
     published_at = None
-    while time.time() < deadline:
+
+    def drain() -> None:
+        nonlocal published_at
         while sub.poll(0):
             arrived = time.time()
             payload = msgpack.unpackb(sub.recv_multipart()[1], raw=False)
             if published_at is None and any(overlaps(d, burst) for d in payload["detections"]):
                 published_at = arrived
+
+    while time.time() < deadline:
+        drain()
         for box in page.evaluate("window.rfstreamViewer.drawn()"):
             if overlaps(box, burst) and box["text"]:
-                return box, time.time(), published_at
+                drawn_at = time.time()
+                drain()  # our own copy may have arrived while the page was being asked
+                return box, drawn_at, published_at
         time.sleep(0.05)
     return None, None, published_at
 
@@ -310,3 +317,31 @@ def test_the_http_api_beside_the_page(live):
         assert "rfstream_viewer_messages_total" in text and "rfstream_upstream_realtime_factor" in text
     else:
         assert metrics.status == 404 and "prometheus-client" in metrics.json()["error"]
+
+
+def test_a_viewer_behind_a_proxy_joins_late_and_gets_the_tracks(live):
+    """`rfstream proxy` fan-in: a viewer that connects after another subscriber still gets a snapshot."""
+    backend = f"tcp://127.0.0.1:{free_port()}"
+    ctx = zmq.Context()
+    early = ctx.socket(zmq.SUB)
+    early.linger = 0
+    early.subscribe(b"tracks")
+    early.connect(backend)
+    try:
+        with running("proxy", "--frontend", live["endpoint"], "--backend", backend):
+            assert early.poll(60_000), "nothing came through the proxy"
+            with running("view", backend, "--listen", "127.0.0.1:0") as viewer:
+                url = viewer.url("view")
+                deadline = time.time() + 60
+                while time.time() < deadline:
+                    status = http("GET", f"{url}/api/endpoints").json()["endpoints"][0]
+                    if status["counters"]["snapshots"] and status["counters"]["spectrogram"]:
+                        break
+                    time.sleep(0.3)
+                assert status["counters"]["snapshots"] >= 1, status
+                assert status["spectrogram"] == "ok"
+                tracks = http("GET", f"{url}/api/tracks").json()
+                assert tracks["endpoint"] == backend and tracks["tracks"]
+    finally:
+        early.close()
+        ctx.term()

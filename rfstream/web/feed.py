@@ -172,6 +172,7 @@ class Feed:
             "newer_schema": 0,
             "seq_gaps": 0,
             "restarts": 0,
+            "snapshots": 0,
         }
         self.versions: set[int] = set()
         self.last_seq = -1
@@ -253,6 +254,7 @@ class Feed:
     def _on_tracks(self, p: dict[str, Any]) -> None:
         self.tracks_seq = int(p.get("seq", self.tracks_seq))
         if p.get("snapshot"):
+            self.counters["snapshots"] += 1
             self.tracks = {}
             for t in p.get("tracks") or []:
                 if isinstance(t, dict) and "track_id" in t:
