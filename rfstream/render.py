@@ -148,11 +148,12 @@ def boxes_from_annotations(annotations: Iterable[Any]) -> list[Box]:
 
 @dataclass(frozen=True, slots=True)
 class Picture:
-    """What draw_png drew: the file, how many boxes, how many left without a text label, the labels' extents."""
+    """What draw_png drew: the file, its boxes, those left without a text label, the labels' extents."""
 
     path: Path
     boxes: int
-    unlabelled: int
+    unlabelled: int  # no free spot
+    repeats: int  # the same signal named just above
     label_extents: tuple[tuple[float, float, float, float], ...]
 
 
@@ -312,7 +313,7 @@ def draw_png(
                 zorder=3 if b.truth else 4,
             )
             ax.add_patch(rect)
-        unlabelled, placed = _place_labels(fig, ax, visible, max_labels=max_labels, halo=halo)
+        unlabelled, repeats, placed = _place_labels(fig, ax, visible, max_labels=max_labels, halo=halo)
 
         counts: dict[str, int] = {}
         for b in visible:
@@ -359,15 +360,17 @@ def draw_png(
             raise SinkError(f"cannot write {out}: {exc.strerror or exc}") from exc
     finally:
         plt.close(fig)
-    return Picture(out, len(visible), unlabelled, tuple(placed))
+    return Picture(out, len(visible), unlabelled, repeats, tuple(placed))
 
 
 def _place_labels(
     fig: Any, ax: Any, boxes: Sequence[Box], *, max_labels: int, halo: list[Any]
-) -> tuple[int, list[tuple[float, float, float, float]]]:
+) -> tuple[int, int, list[tuple[float, float, float, float]]]:
     """Put "label score" beside each box at the first spot free of other labels.
 
-    Returns how many boxes found no spot, and the placed labels' extents (display pixels).
+    A box with the same label and edges as one named just above it (a carrier, chunk after
+    chunk) is not named again. Returns how many boxes found no spot, how many were such
+    repeats, and the placed labels' extents (display pixels).
 
     Best scores first (truth after detections), so the strongest findings are the ones named.
     Candidate spots, in order: above the box, below it, to its right, to its left, inside its top.
@@ -375,6 +378,8 @@ def _place_labels(
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     placed: list[tuple[float, float, float, float]] = []
+    named: list[tuple[str, float, float, float]] = []  # (label, x0, x1, top) of the boxes named so far
+    repeats = 0
     order = sorted(boxes, key=lambda b: (b.truth, -(b.score or 0.0)))
     unlabelled = 0
     to_px = ax.transData.transform
@@ -390,6 +395,12 @@ def _place_labels(
             to_px((b.f_high_hz / 1e6, b.t_stop_s)),
         )
         y_hi, y_lo = max(y_top, y_bot), min(y_top, y_bot)  # display y grows upwards
+        if any(
+            lab == b.label and abs(nx0 - x0) < 4 and abs(nx1 - x1) < 4 and abs(ny - y_hi) < 90
+            for lab, nx0, nx1, ny in named
+        ):
+            repeats += 1  # the same signal a chunk later, named just above: its colour says enough
+            continue
         artist = ax.text(
             0,
             0,
@@ -417,12 +428,13 @@ def _place_labels(
             )
             if inside and not any(_overlaps(rect, other) for other in placed):
                 placed.append(rect)
+                named.append((b.label, x0, x1, y_hi))
                 artist.set_position((sx + 1, sy + 1 + extent.height * 0.2))
                 break
         else:
             artist.remove()
             unlabelled += 1
-    return unlabelled, placed
+    return unlabelled, repeats, placed
 
 
 def _overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> bool:

@@ -88,12 +88,14 @@ def test_labels_never_overlap_even_when_boxes_crowd(tmp_path):
     frame = Frame(rng.random((256, 256), dtype=np.float32), 0.0, 0.2 / 256, 99.5e6, 1e6 / 256, chunk)
     waterfall = Waterfall(rows_per_frame=128, width=256)
     waterfall.add(frame)
+    labels = ("psk", "fsk", "ook", "ofdm")
     boxes = [
-        Box(0.05 + i * 1e-3, 0.06 + i * 1e-3, 99.9e6, 100.1e6, "psk", 0.5 + i / 100, False) for i in range(40)
+        Box(0.05 + i * 1e-3, 0.06 + i * 1e-3, 99.9e6 + i * 8e3, 100.1e6, labels[i % 4], 0.5 + i / 100, False)
+        for i in range(40)
     ]
     picture = draw_png(waterfall, boxes, tmp_path / "crowd.png", title="crowd", db_range=(-6.0, 44.0))
     ext = picture.label_extents
-    assert len(ext) + picture.unlabelled == 40 and len(ext) >= 4 and picture.unlabelled > 0
+    assert len(ext) + picture.unlabelled + picture.repeats == 40 and len(ext) >= 4 and picture.unlabelled > 0
     for i, a in enumerate(ext):
         for b in ext[i + 1 :]:
             assert not (a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]), (a, b)

@@ -241,14 +241,17 @@ function drawBoxes(x, y, bottomT, top) {
   const placed = [];
   const order = boxes.slice().sort((a, b) => b.d.score - a.d.score);
   const pw = canvas.width - M.right;
+  const named = []; // boxes that got a label: a signal seen chunk after chunk is named once nearby
   for (const bx of order) {
     const text = `${bx.d.label} ${bx.d.score.toFixed(2)}`;
+    const repeat = named.some((o) => o.d.label === bx.d.label && Math.abs(o.x0 - bx.x0) < 4 &&
+      Math.abs(o.x1 - bx.x1) < 4 && Math.abs(o.y0 - bx.y0) < 90);
     const w = ctx.measureText(text).width + 4, h = 13;
     const spots = [
       [bx.x0, bx.y0 - h - 1], [bx.x0, bx.y1 + 1], [bx.x1 + 2, bx.y0], [bx.x0 - w - 2, bx.y0], [bx.x0 + 1, bx.y0 + 1],
     ];
     let at = null;
-    for (const [sx, sy] of spots) {
+    for (const [sx, sy] of repeat ? [] : spots) {
       const r = [sx, sy, sx + w, sy + h];
       if (r[0] < M.left || r[2] > pw || r[1] < M.top || r[3] > canvas.height - M.bottom) continue;
       if (placed.some((p) => r[0] < p[2] && p[0] < r[2] && r[1] < p[3] && p[1] < r[3])) continue;
@@ -259,11 +262,12 @@ function drawBoxes(x, y, bottomT, top) {
       label: bx.d.label, score: bx.d.score, seq: bx.seq,
       t_start_s: bx.d.t_start_s, t_stop_s: bx.d.t_stop_s, f_low_hz: bx.d.f_low_hz, f_high_hz: bx.d.f_high_hz,
       box: [bx.x0, bx.y0, bx.x1, bx.y1], text: at ? text : null, text_at: at, colour: colourOf(bx.d.label),
-      detail: bx.d,
+      repeat, detail: bx.d,
     };
     state.drawn.push(entry);
     if (!at) continue;
     placed.push(at);
+    named.push(bx);
     ctx.lineWidth = 3;
     ctx.strokeStyle = "rgba(0,0,0,0.9)";
     ctx.strokeText(text, at[0] + 2, at[1] + 1);
