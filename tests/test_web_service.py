@@ -6,6 +6,7 @@ every bad request a 4xx JSON error that says what was wrong.
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import os
 import stat
@@ -201,6 +202,18 @@ def test_a_token_is_required_once_configured(tmp_path):
         assert wrong.status == 401
         ok = http("GET", f"{url}/api/health", headers={"Authorization": "Bearer another-token-0123456789"})
         assert ok.status == 200 and ok.json()["status"] == "ok"
+        # a browser: ?token= once sets a same-site cookie and redirects to the address without it
+        host, port = url.removeprefix("http://").split(":")
+        conn = http_client.HTTPConnection(host, int(port), timeout=30)
+        conn.request("GET", "/api/health?token=another-token-0123456789")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 302 and first.getheader("Location") == "/api/health"
+        cookie = first.getheader("Set-Cookie")
+        assert "rfstream_token=" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        with_cookie = http("GET", f"{url}/api/health", headers={"Cookie": cookie.split(";")[0]})
+        assert with_cookie.status == 200
+        assert http("GET", f"{url}/api/health?token=wrong-token-0123456789").status == 401
 
 
 def test_serve_refuses_a_public_listen_without_a_token():

@@ -119,10 +119,10 @@ def _auth_middleware(token: str) -> Any:
             # a browser cannot send a header on navigation: ?token= once, then a same-site cookie
             given = query
             if hmac.compare_digest(given.encode(), expected):
-                target = request.rel_url.without_query("token")
-                response = web.HTTPFound(str(target))
+                target = request.rel_url.with_query({k: v for k, v in request.query.items() if k != "token"})
+                response = web.Response(status=302, headers={"Location": str(target)})
                 response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="Strict")
-                raise response
+                return response
         if not given or not hmac.compare_digest(given.encode(), expected):
             return error_response(
                 401,
