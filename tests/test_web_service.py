@@ -12,7 +12,9 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
+import numpy as np
 import pytest
 from web_helpers import ROOT, http, running
 
@@ -228,3 +230,37 @@ def test_serve_refuses_a_public_listen_without_a_token():
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("rfstream: error: ") and "0.0.0.0:0 is not a loopback address" in last
     assert "--token-file" in last
+
+
+def test_time_duration_and_concurrency_limits():
+    """One worker, 1.5 s per request, 10 s recordings: a long request times out (408) while a second
+    one is refused at once (429); a recording over the length limit is a 413 before any work."""
+    import threading
+
+    rng = np.random.default_rng(0)
+
+    def cu8(seconds: float) -> bytes:
+        return rng.integers(120, 136, int(2 * 250e3 * seconds), dtype=np.uint8).tobytes()
+
+    raw = "rate=250e3&freq=433.92e6&datatype=cu8"
+    with running(
+        "serve", "--listen", "127.0.0.1:0", "--workers", "1", "--max-seconds", "1.5", "--max-duration", "10"
+    ) as proc:
+        url = proc.url("serve")
+        too_long = http("POST", f"{url}/api/detect?{raw}", cu8(12))
+        assert too_long.status == 413 and "--max-duration" in too_long.json()["error"]
+        replies: list = []
+        first = threading.Thread(
+            target=lambda: replies.append(http("POST", f"{url}/api/detect?{raw}", cu8(8)))
+        )
+        first.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and http("GET", f"{url}/api/health").json()["busy"] == 0:
+            time.sleep(0.02)
+        second = http("POST", f"{url}/api/detect?{raw}", cu8(1))
+        first.join(60)
+        assert second.status == 429 and second.headers.get("Retry-After") == "1", second.body
+        assert replies and replies[0].status == 408, replies
+        assert "--max-seconds" in replies[0].json()["error"]
+        health = http("GET", f"{url}/api/health").json()
+        assert health["busy"] == 0 and health["requests"]["408"] == 1 and health["requests"]["429"] == 1
