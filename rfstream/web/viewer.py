@@ -161,7 +161,6 @@ def build_app(
     app.router.add_get("/api/health", health_api)
     app.router.add_get("/api/tracks", tracks_api)
     app.router.add_get("/metrics", metrics)
-    app["feeds"] = state
     return app
 
 
