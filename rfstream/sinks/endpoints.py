@@ -118,7 +118,7 @@ def check_http_listen(listen: str, *, token_file: str | None, key: str = "--list
         key=key,
         opt_in=(
             "--token-file FILE (a bearer token in a file only you can read: "
-            "`openssl rand -hex 32 > token && chmod 600 token`)"
+            "`(umask 077 && openssl rand -hex 32 > token)`)"
         ),
     )
     return HttpListen(host, port, token)
