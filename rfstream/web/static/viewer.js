@@ -324,7 +324,7 @@ function drawTimeAxis(top, spp, ph) {
   ctx.fillStyle = "#cfd3d8";
   for (let t = Math.floor(top / step) * step; t >= top - span - 1e-9; t -= step) {
     const py = M.top + (top - t) / spp;
-    if (py < M.top - 0.5) continue;
+    if (py < M.top - 0.5 || t < -1e-9) continue; // nothing before the stream began
     ctx.beginPath(); ctx.moveTo(M.left - 5, py); ctx.lineTo(M.left, py); ctx.stroke();
     ctx.fillText(`${t.toFixed(decimals)}`, M.left - 7, py);
   }
