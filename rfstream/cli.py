@@ -394,13 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
         verbs, "proxy", "rfstream.sinks.proxy", "forward many rfstream publishers to one endpoint (XSUB/XPUB)"
     )
     _add_plugin_verb(
-        verbs, "render", "rfstream.render", "draw a recording (and detections) as a PNG", config=True
+        verbs, "render", "rfstream.render_cli", "draw a recording (and detections) as a PNG", config=True
     )
-    _add_plugin_verb(verbs, "view", "rfstream.web.viewer", "live web viewer of a publisher (needs 'web')")
+    _add_plugin_verb(verbs, "view", "rfstream.web.view_cli", "live web viewer of a publisher (needs 'web')")
     _add_plugin_verb(
         verbs,
         "serve",
-        "rfstream.web.service",
+        "rfstream.web.serve_cli",
         "detection over HTTP: POST /api/detect (needs 'web')",
         config=True,
     )
