@@ -8,6 +8,8 @@
 - ``viewer.py``   ``rfstream view``: the page, its WebSocket, ``/api/health``, ``/api/tracks``.
 - ``service.py``  ``rfstream serve``: ``POST /api/detect`` through rfstream.runner.assemble.
 - ``static/``     the page (plain HTML, CSS and one script; no build step, no CDN).
+- ``view_cli.py``, ``serve_cli.py``  the verbs' options; they import the modules above only when
+                  the verb runs, so parsing any command line never imports aiohttp.
 
 Both need the ``web`` extra (aiohttp); without it the verbs say how to install it.
 """
