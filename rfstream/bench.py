@@ -125,6 +125,9 @@ def run_bench(
         "runs": runs,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    from rfstream.runtime.resources import memory_snapshot
+
+    report["memory"] = memory_snapshot()  # after the runs: what the pipeline left allocated
     report["table"] = format_table(report)
     return report
 
@@ -147,4 +150,33 @@ def format_table(report: dict[str, Any]) -> str:
         lines.extend(f"  {name:<28}{p['p50']:>10.1f}{p['p95']:>10.1f}{p['p99']:>10.1f}" for name, p in rows)
         lines.append("")
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")
+    lines.extend(_memory_lines(report.get("memory")))
     return "\n".join(lines)
+
+
+def _memory_lines(memory: dict[str, Any] | None) -> list[str]:
+    """The memory report as text (rfstream.runtime.resources.memory_snapshot)."""
+    if not memory:
+        return []
+
+    def mib(n: Any) -> str:
+        return "?" if n is None else f"{n / 2**20:.1f} MiB"
+
+    ort = memory["onnxruntime"]
+    arena = ""
+    if "enable_cpu_mem_arena" in ort:
+        arena = f"cpu arena {'on' if ort['enable_cpu_mem_arena'] else 'off'} "
+    lines = [
+        f"memory: RSS {mib(memory['rss_bytes'])}, pinned host {mib(memory['pinned_host_bytes'])}; "
+        f"ONNX Runtime {arena}({ort['note']})"
+    ]
+    gpu = memory.get("gpu")
+    if gpu and "error" not in gpu:
+        lines.append(
+            f"GPU {gpu['device']}: CuPy pool {mib(gpu['pool_used_bytes'])} used of {mib(gpu['pool_total_bytes'])}; "
+            f"device {mib(gpu['device_used_bytes'])} used, {mib(gpu['device_free_bytes'])} free "
+            f"of {mib(gpu['device_total_bytes'])}"
+        )
+    elif gpu:
+        lines.append(f"GPU memory unavailable: {gpu['error']}")
+    return lines

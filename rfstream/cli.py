@@ -218,26 +218,75 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rfstream.eval import clip_to_frames, evaluate, split_by_snr
+    from rfstream.eval import (
+        clip_to_frames,
+        score_run,
+        select_truth,
+        split_by_snr,
+        widening_note,
+        widening_stats,
+    )
     from rfstream.runner import collect_run
+    from rfstream.sources.raw import datatype_from_extension
     from rfstream.sources.sigmf import read_annotations
 
+    raw_flags = [flag for flag in ("rate", "datatype", "freq") if getattr(args, flag) is not None]
+    if raw_flags or datatype_from_extension(args.capture) is not None:
+        flags = ", ".join("--" + f for f in raw_flags)
+        given = (
+            f" ({flags} {'is a raw-file flag' if len(raw_flags) == 1 else 'are raw-file flags'})"
+            if raw_flags
+            else ""
+        )
+        raise InputError(
+            f"{args.capture}: eval scores against a SigMF recording's annotations, and raw IQ files carry "
+            f"no annotations{given}; give a .sigmf-meta, .sigmf-data or .sigmf recording with annotations"
+        )
     cfg = _load(args, _REPLAY_FLAGS, {"publish.endpoint": ""})
-    annotations = read_annotations(args.capture)
+    annotations, own = select_truth(read_annotations(args.capture))
     if not annotations:
+        if own:
+            raise InputError(
+                f"{args.capture} holds only rfstream's own detections ({len(own)} annotations with "
+                'core:generator "rfstream"), no truth to score against'
+            )
         raise InputError(f"{args.capture} has no annotations to score against")
+    generators = sorted({getattr(a, "generator", "") or "no core:generator" for a in annotations})
+    truth_line = f"truth: {len(annotations)} annotations of {args.capture} ({', '.join(generators)})" + (
+        f'; left out {len(own)} that rfstream wrote (core:generator "rfstream")' if own else ""
+    )
     results, _ = collect_run(cfg, progress=_interactive(args), config_dir=_config_dir(args))
-    truth = clip_to_frames(annotations, [r.frame for r in results])
+    frames = [r.frame for r in results]
+    truth = clip_to_frames(annotations, frames)
+    widening = widening_note(truth, frames)
+    widened = widening_stats(truth)
     ignored: list[Any] = []
     if args.min_snr is not None:
         # Weaker signals are neither to be found nor false positives when they are.
         truth, ignored = split_by_snr(truth, args.min_snr)
     detections = [d for r in results for d in r.detections]
-    report = evaluate(truth, detections, label_aware=False if args.ignore_labels else None, ignore=ignored)
+    report = score_run(truth, detections, groups=[r.detections for r in results], ignore=ignored)
+    aware = not args.ignore_labels and any(d.label != "unknown" for d in detections)
+    main = report.label_aware if aware else report.label_agnostic
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        out = {
+            **main.to_dict(),  # the main P/R/AP report at the top level, as before
+            "truth": {
+                "path": str(args.capture),
+                "annotations": len(annotations),
+                "generators": generators,
+                "left_out_rfstream": len(own),
+                "note": truth_line,
+            },
+            "widening": {**widened, "note": widening},
+            "scores": report.to_dict(),
+        }
+        print(json.dumps(out, indent=2))
     else:
-        print(report.to_table())
+        print(truth_line)
+        print(widening)
+        print()
+        print(report.to_text(main_label_aware=aware))
     return 0
 
 

@@ -148,8 +148,9 @@ def assemble(
             opened.items.append(_Closer(detectors))
         else:
             detectors = [_Borrowed(d) for d in detectors]
+        backend = get_backend(cfg.spectrogram.backend)
         if source is None:  # a live SDR: opened last, after the models are warm
-            source = open_source(cfg.source)
+            source = open_source(cfg.source, pinned=backend.is_gpu)  # pinned buffers feed the GPU
             opened.items.append(source)
         factories = list(sink_factories)
         if cfg.publish.annotations:
@@ -158,13 +159,15 @@ def assemble(
             sink = make(source.info)
             opened.items.append(sink)
             all_sinks.append(sink)
-        backend = get_backend(cfg.spectrogram.backend)
         done = True
     finally:
         if not done:  # an error or an interrupt: close what is open before it leaves
             opened.close_all()
     if isinstance(source, SourceWithStats):
         metrics.extra["source"] = source.stats
+    from rfstream.runtime.resources import memory_snapshot
+
+    metrics.extra["memory"] = memory_snapshot  # host RSS, ONNX Runtime arenas, GPU pool and free memory
     if isinstance(source, LiveDevice):
         live = source
         metrics.device_state_fn = lambda: live.device_state

@@ -97,6 +97,9 @@ class Frame:
     # GPU only: a CUDA event recorded when ``image`` is complete on the spectrogram's stream;
     # detectors on other streams wait on it instead of synchronising the host.
     ready_event: Any = field(default=None, compare=False, repr=False)
+    # GPU only: where host_image() copies the image to (the GPU spectrogram's ring of pinned
+    # host buffers, rfstream.dsp.gpu.HostImageRing); None copies into fresh pageable memory.
+    host_buffers: Any = field(default=None, compare=False, repr=False)
     # The one device->host door (see ``host_image``); filled on first use.
     _host: Any = field(default=None, init=False, compare=False, repr=False)
     _host_lock: Any = field(default_factory=threading.Lock, init=False, compare=False, repr=False)
@@ -106,16 +109,20 @@ class Frame:
 
         On the CPU this is ``image`` itself. On a GPU the first caller waits for
         ``ready_event`` (the spectrogram's stream may still be writing the image),
-        copies the image to host memory once, and every later caller gets the same
-        cached array, so a frame crosses the bus at most once however many
-        detectors and sinks read it. Thread-safe; callers must not write to it.
+        copies the image to host memory once (into a pinned buffer of
+        ``host_buffers`` where the spectrogram lends one), and every later caller
+        gets the same cached array, so a frame crosses the bus at most once however
+        many detectors and sinks read it. Thread-safe; callers must not write to it.
+        The array is valid while it or the Frame is referenced: keep a copy of what
+        must outlive both.
         """
         host = self._host
         if host is not None:
             return host
         with self._host_lock:
             if self._host is None:
-                object.__setattr__(self, "_host", _to_host(self.image, self.ready_event))
+                host = _to_host(self.image, self.ready_event, self.host_buffers)
+                object.__setattr__(self, "_host", host)
             return self._host
 
     @property
@@ -225,11 +232,13 @@ class ChunkResult:
     late: bool = False
 
 
-def _to_host(image: Any, ready_event: Any) -> Any:
+def _to_host(image: Any, ready_event: Any, host_buffers: Any = None) -> Any:
     """Device -> host copy of a frame image, after the event that says it is complete."""
     get = getattr(image, "get", None)
     if get is None:  # already a host array
         return image
     if ready_event is not None:
-        ready_event.synchronize()
+        ready_event.synchronize()  # the host waits here, once per frame, before any byte is read
+    if host_buffers is not None:
+        return host_buffers.download(image)
     return get()

@@ -455,11 +455,15 @@ def build_engine(
     int8_calibration_frames: str | os.PathLike[str] | None = None,
     max_batch: int | None = None,
     workspace_mib: int = 1024,
+    strongly_typed: bool = False,
 ) -> Path:
     """Build a TensorRT engine (and its sidecar) for this GPU from an rfstream ONNX file.
 
-    ``out`` defaults to the ONNX path with ``.engine``. ModelError "TensorRT is not
-    installed" where it is not.
+    ``out`` defaults to the ONNX path with ``.engine``; the builder's timing cache is kept
+    beside it (``<engine>.timing``) and reused by the next build on this machine.
+    ``strongly_typed`` (TensorRT 10) takes every precision from the ONNX graph and so
+    excludes ``fp16`` and INT8. ModelError "TensorRT is not installed" where it is not,
+    and for any build failure (see rfstream.detect.tensorrt).
     """
     src = Path(onnx_path)
     meta = read_metadata(src)  # refuses a file without rfstream metadata before TensorRT is touched
@@ -483,6 +487,7 @@ def build_engine(
         int8_calibration_frames=Path(int8_calibration_frames) if int8_calibration_frames else None,
         max_batch=max_batch,
         workspace_mib=workspace_mib,
+        strongly_typed=strongly_typed,
     )
     write_engine_sidecar(dest, src, target, precision=precision, max_batch=max_batch)
     return dest

@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-batch", type=int, help="largest batch (default: 1 for frame detectors, 256 for classifiers)"
     )
     build.add_argument("--workspace-mib", type=int, default=1024, help="builder workspace (default 1024)")
+    build.add_argument(
+        "--strongly-typed",
+        action="store_true",
+        help="TensorRT 10: take every precision from the ONNX graph (no FP16/INT8 flags)",
+    )
     build.add_argument("--dir", action="append", default=[], help="also search this directory (repeatable)")
 
 
@@ -126,6 +131,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
             int8_calibration_frames=args.int8,
             max_batch=args.max_batch,
             workspace_mib=args.workspace_mib,
+            strongly_typed=args.strongly_typed,
         )
         print(f"wrote {engine} and {models.sidecar_path(engine).name}", file=out)
         return 0

@@ -12,11 +12,23 @@ ONNX Runtime releases the GIL inside ``run``, so several sessions in the
 fan-out's thread pool really do run at once. Its intra-op threads do not spin
 while idle here (``allow_spinning = 0``): on a small CPU shared by several
 sessions, spinning workers steal the cores the other detectors need.
+
+On the CUDA (or TensorRT) execution provider a frame whose image is already on
+the GPU (the CuPy spectrogram) is fed with **IOBinding**: the input is bound to
+the image's device pointer (``bind_input(name, "cuda", device_id, np.float32,
+shape, ptr)``), the outputs to host memory (``bind_output(name, "cpu")``), and
+``run_with_iobinding`` runs without a host round trip of the 4 MB image. ONNX
+Runtime runs on its own CUDA stream and does not order itself after other
+streams (microsoft/onnxruntime#26609, #32673), so the host first waits on the
+frame's "frame ready" event. A host frame, or a session on the CPU, takes the
+ordinary ``run`` path unchanged. (IOBinding API: onnxruntime.ai, Python API
+summary "IOBinding"; not run on a GPU here, see docs/gpu.md.)
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +49,19 @@ _PROVIDERS = {
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
+# Memory settings every session is built with, set explicitly so that what
+# rfstream.runtime.resources reports is what the sessions use. The CUDA provider's arena is left
+# at ONNX Runtime's defaults (OrtCUDAProviderOptions: arena_extend_strategy 0 = kNextPowerOfTwo,
+# gpu_mem_limit SIZE_MAX).
+SESSION_MEMORY: dict[str, Any] = {
+    "enable_cpu_mem_arena": True,
+    "enable_mem_pattern": True,
+    "cuda_arena": "ONNX Runtime defaults (arena_extend_strategy kNextPowerOfTwo, no gpu_mem_limit)",
+}
+_DEVICE_PROVIDERS = (_PROVIDERS["tensorrt"], _PROVIDERS["cuda"])  # providers that take CUDA memory
+# Device memory one crop may need on a CUDA provider, as a multiple of its input bytes: a rough
+# allowance for activations (the crop classifier is a small CNN) used only to bound the batch.
+_CROP_ACTIVATION_FACTOR = 32
 # What each task's graph must look like: input name, output names.
 _IO = {
     "frame_detector": ("image", ("objectness", "class_probs")),
@@ -85,6 +110,20 @@ def select_providers(providers: str | Sequence[str] = "auto") -> list[str]:
     return out if _PROVIDERS["cpu"] in out else [*out, _PROVIDERS["cpu"]]
 
 
+def _on_device(image: Any) -> bool:
+    """A C-contiguous float32 CuPy array, which IOBinding can take by its device pointer.
+
+    Where CuPy was never imported no array can be a CuPy array, and nothing is imported here.
+    """
+    cupy = sys.modules.get("cupy")
+    return (
+        cupy is not None
+        and isinstance(image, cupy.ndarray)
+        and image.dtype == np.float32
+        and bool(image.flags.c_contiguous)
+    )
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:240] or type(exc).__name__
 
@@ -116,12 +155,31 @@ class OrtModel:
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3  # ORT's own warnings (unused initialisers...) are not ours to show
+        options.enable_cpu_mem_arena = SESSION_MEMORY["enable_cpu_mem_arena"]
+        options.enable_mem_pattern = SESSION_MEMORY["enable_mem_pattern"]
         self.providers = select_providers(providers)
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
         except Exception as exc:  # ORT raises untyped pybind errors (Fail, InvalidGraph, NoSuchFile...)
             raise ModelError(f"model {self.path} cannot be loaded by ONNX Runtime: {_one_line(exc)}") from exc
         self._check_io()
+        # Decided once: does the session run on a provider that can read CUDA memory in place?
+        active = self.session.get_providers()
+        self.on_device = bool(active) and active[0] in _DEVICE_PROVIDERS
+        self.batch_limit = self.max_batch
+        if self.on_device and meta.task == "crop_classifier":
+            self.batch_limit = self._batch_from_free_memory()
+
+    def _batch_from_free_memory(self) -> int | None:
+        """On a GPU: the crop batch that fits a quarter of free device memory (capped by the graph's batch)."""
+        from rfstream.runtime.resources import batch_for_memory, device_free_bytes
+
+        h, w = self.meta.input_size
+        per_crop = h * w * 4 * _CROP_ACTIVATION_FACTOR
+        free = device_free_bytes()
+        if free is None:  # CuPy not loaded: nothing to size against
+            return self.max_batch
+        return batch_for_memory(per_crop, free, cap=self.max_batch or 1024)
 
     def _check_io(self) -> None:
         meta, src = self.meta, self.path
@@ -167,18 +225,46 @@ class OrtModel:
 
     def run(self, batch: np.ndarray) -> list[np.ndarray]:
         """Outputs (in ``output_names`` order) for one input batch; InferenceFailed on an ORT error."""
+        limit = self.batch_limit
         try:
-            if self.max_batch is None or batch.shape[0] <= self.max_batch:
+            if limit is None or batch.shape[0] <= limit:
                 return self.session.run(self.output_names, {self.input_name: batch})
-            # A graph exported with a fixed batch: feed it slices and stitch the outputs.
+            # A graph exported with a fixed batch, or a batch sized to free GPU memory: feed it
+            # slices and stitch the outputs.
             parts = [
-                self.session.run(self.output_names, {self.input_name: batch[i : i + self.max_batch]})
-                for i in range(0, batch.shape[0], self.max_batch)
+                self.session.run(self.output_names, {self.input_name: batch[i : i + limit]})
+                for i in range(0, batch.shape[0], limit)
             ]
             return [np.concatenate(out, axis=0) for out in zip(*parts, strict=True)]
         except Exception as exc:  # ORT run errors are untyped pybind exceptions
             raise InferenceFailed(
                 f"model {self.path.name}: ONNX Runtime run failed: {_one_line(exc)}"
+            ) from exc
+
+    def run_device(self, image: Any) -> list[np.ndarray]:
+        """Outputs for one complete device image ``[H, W]`` (C-contiguous float32 CuPy), via IOBinding.
+
+        The caller has made sure the image is complete (the frame's ready event); ONNX
+        Runtime reads it in place on its own stream and returns host outputs.
+        """
+        h, w = self.meta.input_size
+        try:
+            binding = self.session.io_binding()
+            binding.bind_input(
+                name=self.input_name,
+                device_type="cuda",
+                device_id=int(image.device.id),
+                element_type=np.float32,
+                shape=(1, 1, h, w),
+                buffer_ptr=int(image.data.ptr),
+            )
+            for name in self.output_names:
+                binding.bind_output(name, "cpu")
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()
+        except Exception as exc:  # ORT run errors are untyped pybind exceptions
+            raise InferenceFailed(
+                f"model {self.path.name}: ONNX Runtime IOBinding run failed: {_one_line(exc)}"
             ) from exc
 
 
@@ -217,18 +303,20 @@ class OnnxFrameDetector:
         h, w = meta.input_size
         self._input = np.zeros((1, 1, h, w), dtype=np.float32)  # staging for device or odd-typed frames
 
-    def _batch(self, image: Any) -> np.ndarray:
+    def _check_shape(self, image: Any) -> None:
         h, w = self.meta.input_size
         if tuple(image.shape) != (h, w):
             raise InferenceFailed(
                 f"detector {self.name!r}: frame is {image.shape[0]}x{image.shape[1]}, the model takes {h}x{w}"
             )
-        if isinstance(image, np.ndarray) and image.dtype == np.float32 and image.flags.c_contiguous:
+
+    def _batch(self, image: np.ndarray) -> np.ndarray:
+        """A host image as the model's [1, 1, H, W] input (a view where it can be)."""
+        self._check_shape(image)
+        h, w = self.meta.input_size
+        if image.dtype == np.float32 and image.flags.c_contiguous:
             return image.reshape(1, 1, h, w)  # a view: no copy on the CPU path
-        if hasattr(image, "get"):  # CuPy: device -> the preallocated host buffer
-            image.get(out=self._input[0, 0])
-        else:
-            np.copyto(self._input[0, 0], image, casting="same_kind")
+        np.copyto(self._input[0, 0], image, casting="same_kind")
         return self._input
 
     def warmup(self, frame_shape: tuple[int, int]) -> None:
@@ -256,7 +344,15 @@ class OnnxFrameDetector:
             )
 
     def detect(self, frame: Frame) -> list[Detection]:
-        objectness, class_probs = self.model.run(self._batch(frame.host_image()))
+        if self.model.on_device and _on_device(frame.image):
+            # The GPU spectrogram's image, read where it lies: wait for it to be complete, then
+            # IOBinding. (ONNX Runtime's stream cannot wait on our event, so the host waits.)
+            self._check_shape(frame.image)
+            if frame.ready_event is not None:
+                frame.ready_event.synchronize()
+            objectness, class_probs = self.model.run_device(frame.image)
+        else:
+            objectness, class_probs = self.model.run(self._batch(frame.host_image()))
         return self.decode(objectness, class_probs, frame)
 
     def close(self) -> None:

@@ -1,21 +1,51 @@
 """TensorRT backend: a serialized engine on its own execution context and CUDA stream.
 
-Written for CUDA 12 with TensorRT >= 8.6 (JetPack 6 ships 8.6; desktops 10.x)
-through the tensor-name API only — ``num_io_tensors`` / ``get_tensor_name`` /
-``get_tensor_mode`` / ``set_input_shape`` / ``set_tensor_address`` /
-``execute_async_v3`` — so one code path serves both. CuPy owns the CUDA
-context, the stream, the device buffers and the events; no PyCUDA.
+Supported: TensorRT 8.6 to 10.x on CUDA 12 (JetPack 6 ships 8.6; desktops 10.x),
+checked at import of an engine and before a build; TensorRT 11 removed the
+FP16/INT8 builder flags and the INT8 calibrator the builder offers, so it is
+refused with a message (the ``gpu`` extra pins ``tensorrt>=8.6,<11``). One code
+path serves every supported version through the tensor-name API only —
+``num_io_tensors`` / ``get_tensor_name`` / ``get_tensor_mode`` /
+``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``. CuPy owns
+the CUDA context, the stream, the device buffers and the events; no PyCUDA.
 
 Per detector: one ``IExecutionContext``, one ``cupy.cuda.Stream(non_blocking=True)``,
 device buffers for every I/O tensor sized for the engine profile's largest
 batch, and pinned host buffers the outputs are copied back into asynchronously.
 
 A frame detector's ``submit(frame)`` makes its stream wait on the frame's
-"frame ready" event (recorded by the GPU spectrogram; see rfstream.dsp.gpu),
+"frame ready" event (``stream.wait_event``, recorded by the GPU spectrogram;
+see rfstream.dsp.gpu) — a device-side wait, the host never synchronises —
 points the input tensor straight at the frame's device memory (no copy, no
 host round trip), enqueues the engine and the device-to-host copies, and
-returns. ``collect()`` waits for its stream and decodes on the host. The fan-out
-submits every engine before collecting any, so the engines overlap on the GPU.
+returns. ``collect()`` waits for its own stream and decodes on the host. The
+fan-out submits every engine before collecting any, so the engines overlap on
+the GPU. A host frame (NumPy spectrogram) comes through ``Frame.host_image()``
+and a pinned staging buffer.
+
+Building (:func:`build_serialized_engine`, behind ``rfstream models build-engine``):
+
+- network flags per version: ``EXPLICIT_BATCH`` below 10 (10.0 deprecated it:
+  "Ignored because networks are always explicit batch"), and optionally
+  ``STRONGLY_TYPED`` (TensorRT >= 10 here), which takes every precision from
+  the ONNX graph and so excludes the FP16/INT8 builder flags;
+- the workspace through ``config.set_memory_pool_limit(MemoryPoolType.WORKSPACE, bytes)``;
+- ``BuilderFlag.FP16`` / ``INT8`` and ``IInt8EntropyCalibrator2`` only where this
+  TensorRT has them (the calibrator is deprecated since 10.1), else ModelError;
+- a **timing cache** persisted next to the engine (``<engine>.timing``), loaded
+  when present (``config.create_timing_cache(bytes)`` then
+  ``config.set_timing_cache(cache, ignore_mismatch=False)``, which refuses a
+  cache from another device or version; a refused or corrupt cache is replaced
+  by an empty one with a warning) and saved after the build
+  (``config.get_timing_cache().serialize()``);
+- every failure — the parser, a missing flag, an exception from the builder, a
+  None engine — is one ModelError naming the model and the TensorRT version.
+
+(TensorRT Python API reference, docs.nvidia.com/deeplearning/tensorrt: Builder,
+NetworkDefinitionCreationFlag, IBuilderConfig, ITimingCache; the 10.x->11.x
+migration guide lists the removed flags.) An engine is used only where its
+sidecar matches this GPU, compute capability, TensorRT version and the ONNX file
+beside it (rfstream.detect.models.engine_mismatch).
 
 NOTE: this module has not been run on a GPU in this project's development or CI;
 see docs/gpu.md.
@@ -26,18 +56,31 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from rfstream.detect.decode import FrameDecoder
-from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
+from rfstream.detect.models import InferenceFailed, ModelMetadata, engine_mismatch, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
-__all__ = ["TensorRTFrameDetector", "TensorRTModel", "build_serialized_engine"]
+__all__ = [
+    "BuildPlan",
+    "TensorRTFrameDetector",
+    "TensorRTModel",
+    "build_serialized_engine",
+    "check_version",
+    "plan_build",
+    "timing_cache_path",
+]
 
+log = structlog.get_logger(__name__)
+
+SUPPORTED = "8.6 to 10.x"
 _IO = {
     "frame_detector": ("image", ("objectness", "class_probs")),
     "crop_classifier": ("crops", ("probs",)),
@@ -62,8 +105,26 @@ def _logger() -> Any:
     return trt.Logger(trt.Logger.WARNING)
 
 
-def _trt_major(trt: Any) -> int:
-    return int(str(trt.__version__).split(".")[0])
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def check_version(trt: Any) -> tuple[int, int]:
+    """``(major, minor)`` of a supported TensorRT; ModelError for anything outside 8.6 to 10.x."""
+    text = str(getattr(trt, "__version__", "?"))
+    try:
+        major, minor = (int(part) for part in text.split(".")[:2])
+    except ValueError:
+        raise ModelError(f"TensorRT reports an unreadable version {text!r}") from None
+    if (major, minor) < (8, 6):
+        raise ModelError(f"TensorRT {text} is too old: rfstream supports TensorRT {SUPPORTED}")
+    if major >= 11:
+        raise ModelError(
+            f"TensorRT {text} is not supported: TensorRT 11 removed the FP16/INT8 builder flags and the "
+            f"INT8 calibrator; rfstream supports TensorRT {SUPPORTED} "
+            f"(pip install 'tensorrt>=8.6,<11', as the 'gpu' extra pins)"
+        )
+    return major, minor
 
 
 class TensorRTModel:
@@ -71,15 +132,24 @@ class TensorRTModel:
 
     def __init__(self, path: str | os.PathLike[str], meta: ModelMetadata | None = None) -> None:
         trt, cp = _import()
+        check_version(trt)
         self._cp = cp
         self.path = Path(path)
         self.meta = meta = meta or read_metadata(self.path)
+        # Only an engine built here, for this TensorRT, from the ONNX file beside it (when there is
+        # one) may run: the sidecar says what it was built for.
+        why = engine_mismatch(self.path, self.path.with_suffix(".onnx"), None)
+        if why:
+            raise ModelError(f"model {self.path} cannot be used here: {why}")
         try:
             data = self.path.read_bytes()
         except OSError as exc:
             raise ModelError(f"model {self.path} cannot be read: {exc}") from exc
         self._runtime = trt.Runtime(_logger())
-        engine = self._runtime.deserialize_cuda_engine(data)
+        try:
+            engine = self._runtime.deserialize_cuda_engine(data)
+        except Exception as exc:  # TensorRT's pybind layer raises untyped errors on bad input
+            raise ModelError(f"model {self.path}: TensorRT cannot deserialize it: {_one_line(exc)}") from exc
         if engine is None:
             raise ModelError(
                 f"model {self.path}: TensorRT cannot deserialize this engine (corrupt, or built for "
@@ -103,14 +173,22 @@ class TensorRTModel:
             raise ModelError(f"model {self.path}: engine input '{input_name}' is not float32")
         shape = tuple(engine.get_tensor_shape(input_name))
         if shape[0] >= 0:
-            self.max_batch = int(shape[0])
+            profile_max = int(shape[0])
         else:  # dynamic batch: the largest the optimisation profile allows
-            self.max_batch = int(engine.get_tensor_profile_shape(input_name, 0)[2][0])
+            profile_max = int(engine.get_tensor_profile_shape(input_name, 0)[2][0])
         h, w = meta.input_size
         if len(shape) != 4 or tuple(shape[1:]) != (1, h, w):
             raise ModelError(f"model {self.path}: engine input shape {list(shape)} is not [N, 1, {h}, {w}]")
+        self.max_batch = profile_max
+        if meta.task == "crop_classifier" and shape[0] < 0:
+            self.max_batch = _batch_from_free_memory(trt, engine, input_name, output_names, profile_max)
 
-        self.context = engine.create_execution_context()
+        try:
+            self.context = engine.create_execution_context()
+        except Exception as exc:  # untyped pybind error (out of device memory...)
+            raise ModelError(
+                f"model {self.path}: TensorRT could not create an execution context: {_one_line(exc)}"
+            ) from exc
         if self.context is None:
             raise ModelError(
                 f"model {self.path}: TensorRT could not create an execution context (GPU memory?)"
@@ -162,6 +240,7 @@ class TensorRTModel:
         self._execute(n)
 
     def _execute(self, n: int) -> None:
+        # execute_async_v3 enqueues on the stream and returns False on failure (the tensor-name API)
         if not self.context.execute_async_v3(self.stream.ptr):
             raise InferenceFailed(f"model {self.path.name}: TensorRT execute_async_v3 failed")
         for name in self.output_names:
@@ -177,7 +256,10 @@ class TensorRTModel:
         self._batch = n
 
     def wait_for(self, event: Any | None) -> None:
-        """Make this model's stream wait for ``event``, or for the work queued so far on the current stream."""
+        """Make this model's stream wait for ``event``, or for the work queued so far on the current stream.
+
+        ``Stream.wait_event`` is cudaStreamWaitEvent: a device-side dependency, the host goes on.
+        """
         if event is None:
             self._ready.record(self._cp.cuda.get_current_stream())
             event = self._ready
@@ -205,6 +287,33 @@ class TensorRTModel:
         self.stream.synchronize()
         self.context = None
         self.engine = None
+
+
+def _batch_from_free_memory(
+    trt: Any, engine: Any, input_name: str, output_names: Sequence[str], profile_max: int
+) -> int:
+    """The crop batch whose buffers and share of the engine's activations fit a quarter of free memory.
+
+    Per crop: its input and output bytes plus the engine's device (activation) memory divided
+    by the profile's largest batch (that memory is sized for the largest batch).
+    """
+    from rfstream.runtime.resources import batch_for_memory, device_free_bytes
+
+    def item_bytes(name: str) -> int:
+        dims = [int(v) for v in engine.get_tensor_shape(name)][1:]
+        return (
+            int(np.prod([max(1, d) for d in dims]))
+            * np.dtype(trt.nptype(engine.get_tensor_dtype(name))).itemsize
+        )
+
+    # device_memory_size_v2 is TensorRT >= 10.1; device_memory_size is 8.6-10.x (removed in 11).
+    activations = getattr(engine, "device_memory_size_v2", None)
+    if activations is None:
+        activations = getattr(engine, "device_memory_size", 0)
+    per_item = sum(item_bytes(n) for n in (input_name, *output_names)) + int(activations) // max(
+        1, profile_max
+    )
+    return batch_for_memory(per_item, device_free_bytes(), cap=profile_max)
 
 
 def _pinned(cp: Any, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
@@ -248,7 +357,7 @@ class TensorRTFrameDetector:
 
     def submit(self, frame: Frame) -> None:
         """Enqueue this frame on the detector's stream and return at once."""
-        image = frame.image
+        image = frame.image  # GPU code: read in place only after the stream waits on ready_event
         h, w = self.meta.input_size
         if tuple(image.shape) != (h, w):
             raise InferenceFailed(
@@ -256,11 +365,12 @@ class TensorRTFrameDetector:
             )
         cp = self.model._cp
         if isinstance(image, cp.ndarray) and image.dtype == cp.float32 and image.flags.c_contiguous:
-            # Wait for the spectrogram's "frame ready" event, then read the image where it lies.
-            self.model.wait_for(getattr(frame, "ready_event", None))
+            # A device-side wait for the spectrogram's "frame ready" event, then read it where it lies.
+            self.model.wait_for(frame.ready_event)
             self.model.enqueue_device(image)
-        else:  # a host frame (NumPy spectrogram): pinned staging + async copy
-            self.model.enqueue_host(np.asarray(image, dtype=np.float32).reshape(1, 1, h, w))
+        else:  # a host frame (NumPy spectrogram), through the one host door: pinned staging + async copy
+            host = np.asarray(frame.host_image(), dtype=np.float32)
+            self.model.enqueue_host(host.reshape(1, 1, h, w))
         self._pending = frame  # keeps the device image alive until the engine has read it
 
     def collect(self) -> list[Detection]:
@@ -336,6 +446,8 @@ def _calibrator(trt: Any, cp: Any, batches: list[np.ndarray], cache: Path) -> An
             if batch is None or batch.shape != self._device.shape:
                 return None
             self._device.set(batch)
+            # TensorRT reads the pointer on its own stream once we return: the copy must be done.
+            cp.cuda.get_current_stream().synchronize()
             return [int(self._device.data.ptr)]
 
         def read_calibration_cache(self) -> bytes | None:
@@ -347,6 +459,105 @@ def _calibrator(trt: Any, cp: Any, batches: list[np.ndarray], cache: Path) -> An
     return EntropyCalibrator()
 
 
+@dataclass(frozen=True, slots=True)
+class BuildPlan:
+    """What a build asks of this TensorRT: network creation flags, builder flags, the precision label."""
+
+    network_flags: int
+    builder_flags: tuple[Any, ...]
+    precision: str
+    calibrate: bool
+
+
+def plan_build(trt: Any, *, fp16: bool, int8: bool, strongly_typed: bool = False) -> BuildPlan:
+    """The flags for a build on this TensorRT, or a ModelError saying why it cannot be done here."""
+    major, _ = check_version(trt)
+    version = trt.__version__
+    creation = trt.NetworkDefinitionCreationFlag
+    network_flags = 0
+    if major < 10:
+        # 8.6 still has implicit batch; 10.0 deprecated the flag ("always explicit batch").
+        network_flags |= 1 << int(creation.EXPLICIT_BATCH)
+    if strongly_typed:
+        if fp16 or int8:
+            raise ModelError(
+                "a strongly typed build takes every precision from the ONNX graph: build it without the "
+                "FP16/INT8 flags (--no-fp16, no --int8), from a model converted to the precision you want"
+            )
+        flag = getattr(creation, "STRONGLY_TYPED", None) if major >= 10 else None
+        if flag is None:
+            raise ModelError(f"strongly typed networks need TensorRT 10 (this is TensorRT {version})")
+        network_flags |= 1 << int(flag)
+    builder_flags: list[Any] = []
+    precision = "strongly-typed" if strongly_typed else "fp32"
+    if fp16:
+        flag = getattr(trt.BuilderFlag, "FP16", None)
+        if flag is None:
+            raise ModelError(f"TensorRT {version} has no BuilderFlag.FP16; build with --no-fp16")
+        builder_flags.append(flag)
+        precision = "fp16"
+    if int8:
+        flag = getattr(trt.BuilderFlag, "INT8", None)
+        if flag is None or getattr(trt, "IInt8EntropyCalibrator2", None) is None:
+            raise ModelError(
+                f"TensorRT {version} has no INT8 calibration (BuilderFlag.INT8 / IInt8EntropyCalibrator2); "
+                f"build without --int8"
+            )
+        if major >= 10:
+            log.warning(
+                "INT8 calibration is deprecated since TensorRT 10.1 (explicit quantization replaces it)"
+            )
+        builder_flags.append(flag)
+        precision = "int8+fp16" if fp16 else "int8"
+    return BuildPlan(network_flags, tuple(builder_flags), precision, calibrate=int8)
+
+
+def timing_cache_path(engine: Path) -> Path:
+    """``model.engine`` -> ``model.engine.timing`` (the builder's timing cache, kept next to the engine)."""
+    return engine.with_name(engine.name + ".timing")
+
+
+def _attach_timing_cache(config: Any, path: Path) -> bool:
+    """Give the builder config a timing cache, from ``path`` where a usable one is there; True if loaded."""
+    data = b""
+    if path.is_file():
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            log.warning("timing cache unreadable; starting an empty one", path=str(path), error=str(exc))
+    if data:
+        try:
+            cache = config.create_timing_cache(data)
+            # ignore_mismatch=False: a cache written for another device or TensorRT is refused.
+            if cache is not None and config.set_timing_cache(cache, False):
+                return True
+            reason = "it was written for another GPU or TensorRT version"
+        except Exception as exc:  # a corrupt file: TensorRT raises untyped pybind errors
+            reason = _one_line(exc)
+        log.warning("timing cache not used; starting an empty one", path=str(path), reason=reason)
+    cache = config.create_timing_cache(b"")
+    if cache is None or not config.set_timing_cache(cache, False):
+        raise ModelError("TensorRT could not create an empty timing cache")
+    return False
+
+
+def _save_timing_cache(config: Any, path: Path) -> None:
+    """Write the (grown) timing cache next to the engine; a failure costs only the next build's time."""
+    try:
+        data = bytes(memoryview(config.get_timing_cache().serialize()))
+        _write_atomically(path, data)
+    except Exception as exc:  # OSError, or TensorRT's untyped errors
+        log.warning("timing cache not saved", path=str(path), error=_one_line(exc))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
 def build_serialized_engine(
     onnx_path: Path,
     dest: Path,
@@ -356,44 +567,63 @@ def build_serialized_engine(
     int8_calibration_frames: Path | None = None,
     max_batch: int = 1,
     workspace_mib: int = 1024,
+    strongly_typed: bool = False,
+    timing_cache: Path | None = None,
 ) -> str:
-    """Parse the ONNX file, build an engine with a dynamic-batch profile, write it; returns the precision."""
+    """Parse the ONNX file, build an engine with a dynamic-batch profile, write it; returns the precision.
+
+    ``timing_cache`` defaults to :func:`timing_cache_path` of ``dest``. Every failure is a ModelError.
+    """
     trt, cp = _import()
-    logger = _logger()
-    builder = trt.Builder(logger)
-    # TensorRT 10 networks are always explicit-batch (the flag is gone); 8.6 still needs it.
-    flags = 0 if _trt_major(trt) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse(onnx_path.read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ModelError(
-            f"model {onnx_path}: TensorRT's ONNX parser refused it: {' '.join(errors.split())[:300]}"
-        )
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
-    input_name = network.get_input(0).name
+    plan = plan_build(trt, fp16=fp16, int8=int8_calibration_frames is not None, strongly_typed=strongly_typed)
+    cache_path = timing_cache or timing_cache_path(dest)
+    where = f"model {onnx_path}: TensorRT {trt.__version__}"
     h, w = meta.input_size
-    profile = builder.create_optimization_profile()
-    opt = max(1, min(max_batch, 16))
-    profile.set_shape(input_name, (1, 1, h, w), (opt, 1, h, w), (max_batch, 1, h, w))
-    config.add_optimization_profile(profile)
-    precision = "fp32"
-    if fp16:
-        config.set_flag(trt.BuilderFlag.FP16)
-        precision = "fp16"
-    if int8_calibration_frames is not None:
-        batches = _calibration_batches(int8_calibration_frames, (h, w), batch=max(1, min(max_batch, 8)))
-        config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = _calibrator(trt, cp, batches, dest.with_name(dest.name + ".calib"))
-        config.set_calibration_profile(profile)
-        precision = "int8+fp16" if fp16 else "int8"
-    serialized = builder.build_serialized_network(network, config)
+    batches = (
+        _calibration_batches(int8_calibration_frames, (h, w), batch=max(1, min(max_batch, 8)))
+        if plan.calibrate and int8_calibration_frames is not None
+        else None
+    )
+    try:
+        logger = _logger()
+        builder = trt.Builder(logger)
+        network = builder.create_network(plan.network_flags)
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise ModelError(f"{where}: the ONNX parser refused it: {' '.join(errors.split())[:300]}")
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mib) << 20)
+        input_name = network.get_input(0).name
+        profile = builder.create_optimization_profile()
+        opt = max(1, min(max_batch, 16))
+        profile.set_shape(input_name, (1, 1, h, w), (opt, 1, h, w), (max_batch, 1, h, w))
+        config.add_optimization_profile(profile)
+        for flag in plan.builder_flags:
+            config.set_flag(flag)
+        if batches is not None:
+            config.int8_calibrator = _calibrator(trt, cp, batches, dest.with_name(dest.name + ".calib"))
+            config.set_calibration_profile(profile)
+        cache_loaded = _attach_timing_cache(config, cache_path)
+        serialized = builder.build_serialized_network(network, config)
+    except ModelError:
+        raise
+    except OSError as exc:
+        raise ModelError(f"{where}: {exc}") from exc
+    except Exception as exc:  # TensorRT raises untyped pybind errors (TypeError, RuntimeError, ...)
+        raise ModelError(f"{where} failed to build an engine: {_one_line(exc)}") from exc
     if serialized is None:
-        raise ModelError(
-            f"model {onnx_path}: TensorRT could not build an engine (see the TensorRT log above)"
-        )
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with open(dest, "wb") as fh:
-        fh.write(serialized)
-    return precision
+        raise ModelError(f"{where} could not build an engine (see the TensorRT log above)")
+    try:
+        _write_atomically(dest, bytes(memoryview(serialized)))
+    except OSError as exc:
+        raise ModelError(f"{where}: cannot write the engine: {exc}") from exc
+    _save_timing_cache(config, cache_path)
+    log.info(
+        "engine built",
+        engine=str(dest),
+        precision=plan.precision,
+        timing_cache=str(cache_path),
+        timing_cache_loaded=cache_loaded,
+    )
+    return plan.precision

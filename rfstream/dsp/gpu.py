@@ -1,23 +1,43 @@
-"""The CuPy side of the spectrogram stage: pinned staging, a dedicated stream, fused kernels, "frame ready".
+"""The CuPy side of the spectrogram stage: pinned staging, a dedicated stream, "frame ready", the host door.
 
 The DSP itself is rfstream.dsp.spectrogram.Spectrogrammer, written once against
 ``xp``; this module only adds what a GPU needs around it:
 
-- :class:`PinnedStager` — each chunk's IQ is copied into a page-locked host
-  buffer and from there to the device with an asynchronous copy on the stage's
-  stream (a copy from pageable memory would block the host and go through a
-  hidden staging buffer anyway). Two host slots alternate, each guarded by an
-  event, so filling the next chunk's slot never races the copy of the last one.
+- :class:`PinnedStager` — host -> device. Each chunk's IQ reaches the device
+  with an asynchronous ``cudaMemcpyAsync`` on the stage's stream. IQ that is
+  already in pinned memory (the SoapySDR reader's ring on a CUDA machine, see
+  rfstream.hostmem) is copied straight from there; pageable IQ (a file replay)
+  is first copied into one of two pinned staging slots (an async copy from
+  pageable memory would block the host and go through the driver's own hidden
+  staging buffer anyway). Each slot is guarded by an event, so refilling it
+  never races its last copy, and a pinned source is kept alive until its copy
+  has completed.
 - :class:`GpuSpectrogrammer` — runs ``Spectrogrammer.process`` with its own
   non-blocking CUDA stream current, then records a "frame ready" event on that
-  stream. The event goes to the detectors on ``Frame.ready_event`` (each
-  TensorRT stream waits on it; no host synchronisation). Until the Frame has
-  that field, the stage waits for the event on the host before returning,
-  which is correct from any thread, at the cost of one synchronisation.
+  stream and hands it on in ``Frame.ready_event``. Device readers order
+  themselves after it without a host wait (each TensorRT stream calls
+  ``stream.wait_event``); host readers go through ``Frame.host_image()``, which
+  waits on the event once and copies once, into :class:`HostImageRing`.
+- :class:`HostImageRing` — the device -> host door's memory: a small ring of
+  pinned host buffers owned by the spectrogrammer and reused frame after frame
+  (no pinned allocation per frame). A frame's host image holds its buffer until
+  the image (and every view of it) is garbage, so a sink or detector that keeps
+  it never sees it overwritten; when every buffer is held the copy falls back to
+  pageable memory and is counted.
 - Fused elementwise kernels for the per-pixel steps (``power``: |X|²·scale in
   one pass over the complex STFT; ``log_normalise``: clamp, log10, scale, shift
-  and clip in one pass instead of five). The Spectrogrammer uses them through
-  the backend hooks described in docs/gpu.md once they are wired in.
+  and clip in one pass instead of five).
+
+CuPy API facts this relies on (docs.cupy.dev, CuPy 13): ``cupy.cuda.Stream(non_blocking=True)``
+does not synchronise with the legacy default stream; ``Stream.wait_event`` makes
+future work on a stream wait for an event without blocking the host;
+``Event(block=True)`` makes ``Event.synchronize()`` sleep instead of spin
+(cudaEventBlockingSync; without it cudaEventSynchronize busy-waits, CUDA runtime
+API); ``Event.done`` queries without waiting; ``cupy.asnumpy``/``ndarray.get``
+take ``stream`` and ``out`` (CuPy 13 adds ``blocking=True`` as the default,
+CuPy 12 ran a copy with a stream asynchronously, so the code synchronises the
+copy stream itself); ``cupy.cuda.runtime.memcpyAsync(dst, src, size, kind,
+stream_ptr)`` is the thin cudaMemcpyAsync wrapper.
 
 NOTE: none of this has been run on a GPU in this project's development or CI;
 see docs/gpu.md.
@@ -27,6 +47,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 from typing import Any
 
 import numpy as np
@@ -34,11 +55,13 @@ import numpy as np
 from rfstream.config import SpectrogramConfig
 from rfstream.dsp.backend import Backend, cupy_backend
 from rfstream.errors import ConfigError
+from rfstream.hostmem import HostRing, is_pinned
 from rfstream.types import Chunk, Frame
 
-__all__ = ["GpuSpectrogrammer", "PinnedStager", "log_normalise", "power"]
+__all__ = ["GpuSpectrogrammer", "HostImageRing", "PinnedStager", "log_normalise", "power"]
 
 _TINY = 1e-20
+HOST_IMAGE_SLOTS = 8  # frames whose host image may be alive at once before copies fall back to pageable
 
 
 def _cupy() -> Any:
@@ -50,18 +73,21 @@ def _cupy() -> Any:
 
 
 class PinnedStager:
-    """Host IQ -> device through pinned buffers and async copies on ``stream`` (None: the current stream)."""
+    """Host IQ -> device through async copies on ``stream`` (None: the current stream)."""
 
     def __init__(self, stream: Any = None, *, slots: int = 2, capacity: int = 0) -> None:
         self._cp = cp = _cupy()
         self._stream = stream
         self._slots = max(1, slots)
         self._next = 0
-        self._host: list[np.ndarray] = []
+        self._host: list[np.ndarray] = []  # pinned staging for pageable IQ
         self._dev: list[Any] = []
         self._copied = [cp.cuda.Event(disable_timing=True) for _ in range(self._slots)]
         self._used = [False] * self._slots
+        self._held: list[Any] = [None] * self._slots  # a pinned source, alive until its copy is done
         self._capacity = 0
+        self.direct = 0  # chunks copied straight from pinned memory
+        self.staged = 0  # chunks copied through a pinned staging slot
         if capacity:
             self._grow(capacity)
 
@@ -69,9 +95,10 @@ class PinnedStager:
         import cupyx
 
         cp = self._cp
-        for event, used in zip(self._copied, self._used, strict=True):
-            if used:
-                event.synchronize()  # old buffers may still be in flight
+        for i in range(self._slots):
+            if self._used[i]:
+                self._copied[i].synchronize()  # old buffers may still be in flight
+            self._held[i] = None
         self._capacity = n
         self._host = [cupyx.empty_pinned((n,), dtype=np.complex64) for _ in range(self._slots)]
         self._dev = [cp.empty((n,), dtype=cp.complex64) for _ in range(self._slots)]
@@ -79,8 +106,8 @@ class PinnedStager:
     def to_device(self, iq: Any) -> Any:
         """A device complex64 copy of 1-D ``iq`` (device arrays pass through untouched).
 
-        The result is a view of a staging slot: valid until ``slots`` further calls. The
-        Spectrogrammer copies it into its own buffer at once, on the same stream.
+        The result is a view of a device slot: valid until ``slots`` further calls. The
+        Spectrogrammer copies it into its own buffers at once, on the same stream.
         """
         cp = self._cp
         if isinstance(iq, cp.ndarray):
@@ -90,23 +117,84 @@ class PinnedStager:
         n = int(iq.shape[0])
         if n > self._capacity:
             self._grow(max(n, int(self._capacity * 1.25)))
+        for i in range(self._slots):  # let go of pinned sources whose copies have landed
+            if self._held[i] is not None and self._copied[i].done:
+                self._held[i] = None
         slot = self._next
         self._next = (slot + 1) % self._slots
         if self._used[slot]:
-            self._copied[slot].synchronize()  # this slot's last async copy must have left the host buffer
-        host, dev = self._host[slot][:n], self._dev[slot][:n]
-        np.copyto(host, iq, casting="same_kind")
+            self._copied[slot].synchronize()  # this slot's last copy must be done with its source
+            self._held[slot] = None
+        dev = self._dev[slot][:n]
+        if is_pinned(iq) and iq.flags.c_contiguous:
+            src = iq  # already page-locked (the SoapySDR ring on CUDA): no host-side copy at all
+            self._held[slot] = iq  # the source's ring buffer must not be reused before the copy ends
+            self.direct += 1
+        else:
+            src = self._host[slot][:n]
+            np.copyto(src, iq, casting="same_kind")
+            self.staged += 1
         stream = self._stream or cp.cuda.get_current_stream()
-        dev.set(host, stream=stream)  # asynchronous: the source is pinned
+        # cudaMemcpyAsync from page-locked memory: returns at once, ordered on ``stream``.
+        cp.cuda.runtime.memcpyAsync(
+            int(dev.data.ptr),
+            int(src.ctypes.data),
+            src.nbytes,
+            cp.cuda.runtime.memcpyHostToDevice,
+            stream.ptr,
+        )
         self._copied[slot].record(stream)
         self._used[slot] = True
         return dev
 
+    def stats(self) -> dict[str, int]:
+        return {"direct": self.direct, "staged": self.staged, "capacity_samples": self._capacity}
+
+
+class HostImageRing:
+    """Pinned host buffers for frame images: ``download(image)`` is Frame.host_image()'s copy.
+
+    ``pinned=False`` (no CUDA needed) gives plain buffers and copies on the current
+    stream; it exists for CPU tests of the door's logic with a fake device array.
+    """
+
+    def __init__(self, shape: tuple[int, int], slots: int = HOST_IMAGE_SLOTS, *, pinned: bool = True) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        # Copies get their own non-blocking stream: they never queue behind the next chunk's
+        # spectrogram work, and never sync with the legacy default stream.
+        self._stream = _cupy().cuda.Stream(non_blocking=True) if pinned else None
+        self.ring = HostRing(self.shape, np.float32, slots, pinned=pinned)
+        self.pageable = 0  # copies that found every buffer held (or an image of another shape)
+        self._lock = threading.Lock()  # frames are brought home from several detector threads
+
+    def download(self, image: Any) -> np.ndarray:
+        """One device -> host copy of a complete image (the caller has waited on its ready event)."""
+        out = self.ring.lease() if tuple(image.shape) == self.shape and image.dtype == np.float32 else None
+        if out is None:
+            with self._lock:
+                self.pageable += 1
+            return image.get()
+        if self._stream is None:
+            image.get(out=out)
+        else:
+            image.get(stream=self._stream, out=out)
+            self._stream.synchronize()  # CuPy 12 returned early when given a stream; 13 already waited
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.ring.stats(), "pageable_copies": self.pageable}
+
 
 class GpuSpectrogrammer:
-    """Spectrogrammer on CuPy with its own stream and a "frame ready" event per frame."""
+    """Spectrogrammer on CuPy with its own stream, a "frame ready" event per frame, and the host door."""
 
-    def __init__(self, cfg: SpectrogramConfig | None = None, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        cfg: SpectrogramConfig | None = None,
+        backend: Backend | None = None,
+        *,
+        host_slots: int = HOST_IMAGE_SLOTS,
+    ) -> None:
         from rfstream.dsp.spectrogram import Spectrogrammer
 
         cp = _cupy()
@@ -122,23 +210,29 @@ class GpuSpectrogrammer:
         )
         self.inner = Spectrogrammer(cfg, self.backend)
         self.cfg = self.inner.cfg
-        self._has_ready_field = "ready_event" in {f.name for f in dataclasses.fields(Frame)}
+        self.host_images = HostImageRing((self.cfg.height, self.cfg.width), host_slots)
 
     def reset(self) -> None:
         self.inner.reset()
 
     def process(self, chunk: Chunk) -> Frame:
+        """Enqueue the chunk's spectrogram on this stage's stream; return at once with its ready event.
+
+        The image is a fresh allocation from CuPy's pool on this stream, so the next chunk
+        never writes into a frame a detector is still reading; a device reader keeps the
+        Frame until its own stream has finished with the image.
+        """
         cp = self._cp
         with self.stream:
             frame = self.inner.process(chunk)
-        ready = cp.cuda.Event(disable_timing=True)  # one per frame: a pipelined consumer may lag a frame
+        # One event per frame (a pipelined consumer may lag a frame); blocking, so a host wait
+        # in Frame.host_image() sleeps rather than spinning a core.
+        ready = cp.cuda.Event(block=True, disable_timing=True)
         ready.record(self.stream)
-        if self._has_ready_field:
-            return dataclasses.replace(frame, ready_event=ready)
-        # Without Frame.ready_event a detector on another thread could not order its stream after
-        # this one (non-blocking streams do not sync with the default stream): wait on the host.
-        ready.synchronize()
-        return frame
+        return dataclasses.replace(frame, ready_event=ready, host_buffers=self.host_images)
+
+    def stats(self) -> dict[str, Any]:
+        return {"host_images": self.host_images.stats(), "h2d": self.stager.stats()}
 
 
 # --- fused per-pixel kernels --------------------------------------------------------------------

@@ -18,8 +18,11 @@ __all__ = ["Source", "SourceInfo", "open_source"]
 DEFAULT_SYNTH_RATE_HZ = 20e6
 
 
-def open_source(cfg: SourceConfig) -> Source:
-    """The source ``cfg.kind`` names, set up from ``cfg``; InputError where it cannot be used."""
+def open_source(cfg: SourceConfig, *, pinned: bool = False) -> Source:
+    """The source ``cfg.kind`` names, set up from ``cfg``; InputError where it cannot be used.
+
+    ``pinned``: the CUDA backend is active, so a live SDR reads into page-locked buffers.
+    """
     kind = cfg.kind
     if kind == "sigmf":
         from rfstream.sources.raw import datatype_from_extension
@@ -54,7 +57,7 @@ def open_source(cfg: SourceConfig) -> Source:
     if kind == "soapy":
         from rfstream.sources.soapy import SoapySource
 
-        return SoapySource(cfg)
+        return SoapySource(cfg, pinned=pinned)
     raise InputError(f"unknown source kind {kind!r}; expected sigmf, raw, synth or soapy")
 
 

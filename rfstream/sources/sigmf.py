@@ -68,7 +68,7 @@ class Annotation:
     snr_db: float | None
     comment: str
     raw_label: str = ""  # core:label as written
-    generator: str = ""  # core:generator ("rfstream" for rfstream's own detections)
+    generator: str = ""  # core:generator as written ("rfstream" marks rfstream's own detections)
     score: float | None = None  # rfstream:score, where rfstream wrote the annotation
 
 

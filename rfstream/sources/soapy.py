@@ -18,9 +18,16 @@ with exponential backoff while iteration keeps waiting; ``device_state`` says
 "streaming", "reopening" or "closed". Across a reopen the gap is estimated from
 the host clock.
 
-A Chunk's ``iq`` is a view of a ring buffer that returns to the ring when the
-view is garbage-collected: keep the Chunk (or ``iq``) as long as you need the
-samples, and copy a slice you keep beyond them.
+A Chunk's ``iq`` is a lease on a ring buffer (rfstream.hostmem.HostRing) that
+returns to the ring when ``iq`` and every view of it are garbage-collected: keep
+the Chunk (or any slice of ``iq``) as long as you need the samples, and copy what
+you keep beyond them. No buffer is allocated per chunk. With ``pinned=True`` (the
+CUDA backend is active) the ring is page-locked host memory, so the GPU
+spectrogram's host-to-device copy of each chunk is a true asynchronous DMA
+straight from the buffer the SDR was read into (rfstream.dsp.gpu.PinnedStager);
+on the CPU the ring is plain memory. SoapySDR's Python ``readStream`` takes any
+array exposing ``__array_interface__`` (it passes the data pointer on), so the
+reader writes into either kind in place.
 
 SoapySDR's Python bindings come from the OS (``apt-get install
 python3-soapysdr``); :func:`import_soapysdr` finds them outside a virtualenv.
@@ -35,7 +42,6 @@ import queue
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -45,7 +51,8 @@ from typing import Any
 import numpy as np
 
 from rfstream.config import SourceConfig
-from rfstream.errors import DeviceError
+from rfstream.errors import ConfigError, DeviceError
+from rfstream.hostmem import HostRing
 from rfstream.sources.base import ChunkStamper, SourceInfo, chunk_length, utc_plus
 from rfstream.types import Chunk
 
@@ -276,7 +283,7 @@ class _Opened:
 class SoapySource:
     """Chunks from a live SDR, with exact gap accounting and automatic reopening."""
 
-    def __init__(self, cfg: SourceConfig) -> None:
+    def __init__(self, cfg: SourceConfig, *, pinned: bool = False) -> None:
         self._cfg = cfg
         self._soapy = import_soapysdr()
         self._closing = threading.Event()
@@ -297,12 +304,12 @@ class SoapySource:
         )
 
         # The ring: queue_depth chunks waiting, plus slack; a buffer is free again when the
-        # consumer drops the chunk viewing it (weakref.finalize on the view).
-        count = cfg.queue_depth + _RING_SLACK
-        self._ring = [np.zeros(self._len, np.complex64) for _ in range(count)]
-        self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for i in range(count):
-            self._free.put(i)
+        # consumer drops the chunk (and every view of its samples). Allocated once, here.
+        try:
+            self._ring = HostRing(self._len, np.complex64, cfg.queue_depth + _RING_SLACK, pinned=pinned)
+        except RuntimeError as exc:  # pinned memory asked for where CuPy cannot give it
+            opened.close()
+            raise ConfigError(f"source: pinned SDR buffers for the GPU: {exc}") from exc
         self._spill = np.zeros(self._len, np.complex64)  # where shed samples are read
         self._scratch = np.zeros(2 * max(opened.mtu, 1), np.int16) if self._cs16 else None
         self._scale = np.float32(1.0 / 32768.0)
@@ -357,7 +364,13 @@ class SoapySource:
     def stats(self) -> dict[str, Any]:
         """Counters since the start; ``stream_position`` is the absolute index of the next sample
         (samples_received + samples_lost_overflow, give or take estimated gaps)."""
-        return {**self._counters, "stream_position": self._next_idx, "device_state": self._state}
+        return {
+            **self._counters,
+            "stream_position": self._next_idx,
+            "device_state": self._state,
+            "ring_free": self._ring.free_slots(),
+            "ring_pinned": self._ring.pinned,
+        }
 
     def __iter__(self) -> Iterator[Chunk]:
         while not self._closing.is_set():
@@ -530,12 +543,9 @@ class SoapySource:
                 self._opened.close()
                 self._opened = None
 
-    def _take(self) -> int:
-        """A free ring buffer, or -1: read into the spill buffer and shed the chunk."""
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            return -1
+    def _take(self) -> np.ndarray | None:
+        """A lease on a free ring buffer, or None: read into the spill buffer and shed the chunk."""
+        return self._ring.lease()
 
     def _pump(self, opened: _Opened) -> None:
         soapy = self._soapy
@@ -547,8 +557,8 @@ class SoapySource:
         )
         length, mtu, cs16 = self._len, opened.mtu, self._cs16
         counters = self._counters
-        slot = self._take()
-        buf = self._ring[slot] if slot >= 0 else self._spill
+        lease = self._take()
+        buf = lease if lease is not None else self._spill
         fill = 0
         chunk_start = 0
         while not self._closing.is_set():
@@ -589,12 +599,13 @@ class SoapySource:
             fill += ret
             self._next_idx = idx + ret
             if fill == length:
-                self._emit(slot, chunk_start)
-                slot = self._take()
-                buf = self._ring[slot] if slot >= 0 else self._spill
+                self._emit(lease, chunk_start)
+                # Drop every reader-side reference first: a shed chunk's buffer is free for the next.
+                lease = buf = target = None
+                lease = self._take()
+                buf = lease if lease is not None else self._spill
                 fill = 0
-        if slot >= 0:
-            self._free.put(slot)
+        # An unfinished lease goes back to the ring with the last reference to it.
 
     def _index_of(self, time_ns: int | None, ret: int) -> int:
         """Absolute sample index of the first sample of a read of ``ret`` samples."""
@@ -630,17 +641,13 @@ class SoapySource:
         self._suspect = False
         return idx
 
-    def _emit(self, slot: int, start: int) -> None:
+    def _emit(self, lease: np.ndarray | None, start: int) -> None:
         counters = self._counters
-        if slot < 0 or self._queue.full():  # the consumer is behind: shed, never block
+        if lease is None or self._queue.full():  # the consumer is behind: shed, never block
             counters["samples_shed"] += self._len
-            if slot >= 0:
-                self._free.put(slot)
-            return
-        iq = self._ring[slot][:]  # a view of its own, whose death frees the slot
-        weakref.finalize(iq, self._free.put, slot)
+            return  # a shed lease returns to the ring when the reader drops it
         chunk = self._stamper.stamp(
-            iq,
+            lease,
             start_sample=start,
             center_freq_hz=self._freq,
             start_time_utc=utc_plus(self._utc0, start, self._rate),

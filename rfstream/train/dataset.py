@@ -182,7 +182,7 @@ def _energy_proposer() -> Proposer:
 
     def propose(frame: Frame) -> np.ndarray:
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        return detector.propose(frame.image, dc_column)[0]
+        return detector.propose(frame.host_image(), dc_column)[0]
 
     return propose
 
@@ -245,7 +245,7 @@ def export_dataset(
         stem = path.name.removesuffix(".sigmf-meta").removesuffix(".sigmf-data").removesuffix(".sigmf")
         rec_frames = 0
         for k, frame in enumerate(_frames_of(path, spectrogram, chunk_ms)):
-            image = np.asarray(frame.image, dtype=np.float32)
+            image = np.asarray(frame.host_image(), dtype=np.float32)
             name = f"{stem}_{k:04d}"
             pixels = np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
             Image.fromarray(pixels, mode="L").save(frames_dir / f"{name}.png", optimize=False)
