@@ -57,14 +57,16 @@ def test_detections_of_both_schema_versions(feed):
     v1 = encode_chunk(ChunkResult(fr, (det,), (), {}))
     feed.handle(wire("detections", v1))
     v2 = {**encode_chunk(ChunkResult(frame(1), (det,), (), {})), "v": 2}
-    v2["detections"][0]["alternatives"] = [{"label": "fsk", "score": 0.07}, ["ook", 0.02]]
-    v2["detections"][0]["low_confidence"] = True
+    v2["detections"][0].update(
+        alternatives={"ook": 0.02, "fsk": 0.07}, presence=0.99, group_id=3, track_id=12, low_confidence=True
+    )
     feed.handle(wire("detections", v2))
     assert feed.versions == {1, 2} and feed.counters["newer_schema"] == 0
     first, second = feed.chunks[0]["detections"][0], feed.chunks[1]["detections"][0]
     assert first["label"] == "psk" and first["f_low_hz"] == pytest.approx(99.5e6 + 5 * 1e6 / 32)
     assert second["alternatives"] == [{"label": "fsk", "score": 0.07}, {"label": "ook", "score": 0.02}]
-    assert second["low_confidence"] is True
+    assert second["low_confidence"] is True and second["presence"] == 0.99
+    assert second["group_id"] == 3 and second["track_id"] == 12
     feed.handle(wire("detections", {**v1, "v": 3, "seq": 2}))  # newer: shown as far as it goes, counted
     assert feed.counters["newer_schema"] == 1 and len(feed.chunks) == 3
     feed.handle([b"detections", b"\xc1not msgpack"])

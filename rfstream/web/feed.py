@@ -18,7 +18,8 @@ does not fit a client's queue is dropped for that client and counted; a dropped
 slow browser loses pictures, never the truth of what is live.
 
 Wire versions: schema 1 is read as documented in docs/protocol.md, and schema 2
-(detections with ``alternatives``, ``group``, ``low_confidence``) the same way;
+(fused detections with ``alternatives`` (label -> probability), ``presence``,
+``group_id``, ``track_id``, ``low_confidence``) the same way;
 every key is read with a default, so keys a version adds or lacks do not matter.
 A message of a newer version is still shown as far as its keys allow, and
 counted.
@@ -433,19 +434,21 @@ def _detection(d: dict[str, Any]) -> dict[str, Any]:
         "found_by": [str(x) for x in d.get("found_by") or [] if isinstance(x, str)],
     }
     alternatives = d.get("alternatives")
-    if isinstance(alternatives, list):
+    if isinstance(alternatives, dict):  # schema 2: label -> probability
+        ranked = sorted(alternatives.items(), key=lambda kv: -_num(kv[1], 0.0))
+        out["alternatives"] = [{"label": str(k), "score": _num(v, 0.0)} for k, v in ranked[:4]]
+    elif isinstance(alternatives, list):  # a list of pairs or maps, as a reader may meet elsewhere
         out["alternatives"] = [_alternative(a) for a in alternatives[:4]]
-    for key in ("group", "low_confidence", "track_id"):
+    for key in ("presence", "group_id", "track_id", "low_confidence"):
         if key in d:
             out[key] = d[key]
     return out
 
 
 def _alternative(a: Any) -> dict[str, Any]:
-    """A runner-up label: ``{"label", "score"}`` in a map, or ``[label, score]`` in a pair."""
+    """A runner-up label given as ``{"label", "score"}`` or as ``[label, score]``."""
     if isinstance(a, dict):
-        score = a.get("score", a.get("probability", a.get("p")))
-        return {"label": str(a.get("label", "?")), "score": _num(score, 0.0)}
+        return {"label": str(a.get("label", "?")), "score": _num(a.get("score"), 0.0)}
     if isinstance(a, list | tuple) and len(a) == 2:
         return {"label": str(a[0]), "score": _num(a[1], 0.0)}
     return {"label": str(a), "score": 0.0}

@@ -536,6 +536,8 @@ canvas.addEventListener("mousemove", (e) => {
     `${(d.f_low_hz / 1e6).toFixed(4)} – ${(d.f_high_hz / 1e6).toFixed(4)} MHz  (${((d.f_high_hz - d.f_low_hz) / 1e3).toFixed(1)} kHz)`,
     `${d.t_start_s.toFixed(3)} – ${d.t_stop_s.toFixed(3)} s`,
     `found by ${(d.found_by.length ? d.found_by : [d.detector]).join(", ")}`,
+    d.presence !== undefined ? `a signal is there: ${d.presence.toFixed(2)}` : null,
+    d.track_id !== undefined && d.track_id !== null ? `track ${d.track_id}` : null,
   ].filter(Boolean).join("\n");
   tip.style.left = `${px + 14}px`;
   tip.style.top = `${py + 10}px`;
