@@ -4,6 +4,16 @@ Each rate runs the real pipeline (spectrogram, every configured detector, merge,
 tracker and, with ``--publish``, a real ZeroMQ publisher on loopback) over an
 endless synthetic source, losslessly, for ``chunks`` chunks after a warm-up.
 The real-time factor is chunk duration / processing time: above 1 keeps up.
+
+Peer rows (:func:`spectrogram_peers`, ``--peers N`` repeats, 0 = off): on the
+same chunk, in turn, rfstream's spectrogram stage, ``scipy.signal.stft`` +
+|X|² + dB and, where torch is installed, ``torch.stft`` + |X|² + dB, at the same
+nfft and hop (complex input, both sides of the spectrum); the ratio peer /
+rfstream (median of the per-round ratios, so a busy spell hits both); the
+stage's achieved FLOP rate against the conventional ``5·N·log2(N)`` per FFT
+slice; and the FFT floor, the complex64 FFTs of the same slices alone.
+:func:`stage_cpu` gives the CPU milliseconds each stage costs per chunk, run
+alone on the same chunks (the spectrogram, then every detector in turn).
 """
 
 from __future__ import annotations
@@ -110,6 +120,144 @@ def bench_rate(
     }
 
 
+def _synth_chunk(rate_hz: float, chunk_ms: float, seq: int = 0) -> Chunk:
+    """Chunk ``seq`` of the bench's synthetic source (the same signals the pipeline rows see)."""
+    from rfstream.sources.synth import SynthSource
+
+    source = SynthSource(rate_hz, chunk_ms=chunk_ms, seed=7)
+    try:
+        for i, chunk in enumerate(source):
+            if i == seq:
+                return chunk
+    finally:
+        source.close()
+    raise AssertionError("the synthetic source is endless")  # pragma: no cover
+
+
+def _timed(fn: Any) -> tuple[float, float]:
+    """(wall ms, process CPU ms) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return (time.perf_counter() - w0) * 1e3, (time.process_time() - c0) * 1e3
+
+
+def spectrogram_peers(cfg: Config, rate_hz: float, *, repeats: int = 5) -> dict[str, Any]:
+    """rfstream's spectrogram stage against ``scipy.signal.stft`` (and ``torch.stft``) on one chunk.
+
+    Every round times each contender once, in turn, on the same chunk; figures are medians
+    over ``repeats`` rounds, ratios the median of the per-round ratios (peer / rfstream).
+    """
+    import scipy.fft
+    import scipy.signal
+
+    from rfstream.dsp.spectrogram import Spectrogrammer, slice_flops
+
+    spec = replace(cfg.spectrogram, backend="numpy")
+    nfft, hop = spec.nfft, spec.hop
+    chunk = _synth_chunk(rate_hz, cfg.source.chunk_ms)
+    iq = np.ascontiguousarray(chunk.iq, dtype=np.complex64)
+    n_slices = (iq.size - nfft) // hop + 1
+    stage = Spectrogrammer(spec)
+    window = scipy.signal.get_window(spec.window, nfft)
+
+    def ours() -> None:
+        stage.reset()  # every round the same slices, as the peers see them
+        stage.process(chunk)
+
+    def scipy_stft() -> None:
+        _, _, z = scipy.signal.stft(
+            iq,
+            window=window,
+            nperseg=nfft,
+            noverlap=nfft - hop,
+            return_onesided=False,
+            boundary=None,
+            padded=False,
+        )
+        10.0 * np.log10(np.maximum(z.real**2 + z.imag**2, 1e-20))
+
+    block = np.empty((64, nfft), dtype=np.complex64)
+    frames = np.lib.stride_tricks.as_strided(iq, shape=(n_slices, nfft), strides=(hop * 8, 8))
+
+    def fft_floor() -> None:  # the stage's FFTs alone: same slices, same blocks, one thread
+        for lo in range(0, n_slices, 64):
+            part = block[: min(64, n_slices - lo)]
+            part[...] = frames[lo : lo + part.shape[0]]
+            scipy.fft.fft(part, axis=-1, workers=1, overwrite_x=True)
+
+    contenders: dict[str, Any] = {"rfstream": ours, "fft_floor": fft_floor, "scipy_stft": scipy_stft}
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        tx = torch.from_numpy(iq.copy())  # torch wants a writable array
+        tw = torch.from_numpy(window.astype(np.float32))
+
+        def torch_stft() -> None:
+            z = torch.stft(
+                tx, nfft, hop_length=hop, window=tw, center=False, onesided=False, return_complex=True
+            )
+            10.0 * torch.log10(torch.clamp(z.real**2 + z.imag**2, min=1e-20))
+
+        contenders["torch_stft"] = torch_stft
+    for fn in contenders.values():  # warm-up: plans, caches, first-touch of buffers
+        fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in contenders}
+    for _ in range(max(1, repeats)):
+        for name, fn in contenders.items():
+            times[name].append(_timed(fn))
+    stage.close()
+    flops = n_slices * slice_flops(nfft)
+    out: dict[str, Any] = {"sample_rate_hz": rate_hz, "slices": n_slices, "workers": stage.workers}
+    for name, values in times.items():
+        wall = float(np.median([v[0] for v in values]))
+        cpu = float(np.median([v[1] for v in values]))
+        out[name] = {"ms": round(wall, 1), "cpu_ms": round(cpu, 1), "gflops": round(flops / wall / 1e6, 2)}
+        if name != "rfstream":
+            pairs = list(zip(values, times["rfstream"], strict=True))
+            # Peer time / rfstream time, per round: wall (what a user waits) and CPU (the work; it
+            # does not credit rfstream's worker threads, and is steadier on a busy machine).
+            out[name]["ratio"] = round(float(np.median([v[0] / max(o[0], 1e-9) for v, o in pairs])), 2)
+            out[name]["cpu_ratio"] = round(float(np.median([v[1] / max(o[1], 1e-9) for v, o in pairs])), 2)
+    out["rfstream"]["gflops_per_cpu_s"] = round(flops / out["rfstream"]["cpu_ms"] / 1e6, 2)
+    return out
+
+
+def stage_cpu(
+    cfg: Config, rate_hz: float, *, chunks: int = 3, detectors: Sequence[Any] = ()
+) -> dict[str, float]:
+    """CPU milliseconds per chunk of each stage run alone: the spectrogram, then each detector.
+
+    Process CPU time (every thread of the stage counted) over ``chunks`` chunks of the bench's
+    synthetic source, after one warm-up chunk; the stages run one after another.
+    """
+    from rfstream.dsp.spectrogram import Spectrogrammer
+    from rfstream.sources.synth import SynthSource
+
+    stage = Spectrogrammer(replace(cfg.spectrogram, backend="numpy"))
+    source = SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7)
+    spent: dict[str, float] = {"spectrogram": 0.0, **{f"detector.{d.name}": 0.0 for d in detectors}}
+    try:
+        for i, chunk in enumerate(source):
+            if i > chunks:
+                break
+            c0 = time.process_time()
+            frame = stage.process(chunk)
+            costs = [("spectrogram", time.process_time() - c0)]
+            for d in detectors:
+                c0 = time.process_time()
+                d.detect(frame)
+                costs.append((f"detector.{d.name}", time.process_time() - c0))
+            if i:  # chunk 0 warms caches and plans
+                for name, seconds in costs:
+                    spent[name] += seconds * 1e3
+    finally:
+        source.close()
+        stage.close()
+    return {name: round(total / max(1, chunks), 1) for name, total in spent.items()}
+
+
 def run_bench(
     cfg: Config,
     rates: Sequence[float],
@@ -117,19 +265,67 @@ def run_bench(
     chunks: int = 20,
     config_dir: Path | None = None,
     publish: bool = False,
+    peers: int = 5,
 ) -> dict[str, Any]:
+    """Every rate through the pipeline; with ``peers`` > 0 also the spectrogram peer rows and
+    the per-stage CPU costs (``peers`` rounds each)."""
     runs = [bench_rate(cfg, r, chunks=chunks, config_dir=config_dir, publish=publish) for r in rates]
     report: dict[str, Any] = {
         "machine": machine(),
         "detectors": [d.name for d in cfg.detectors if d.enabled],
         "runs": runs,
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+    if peers > 0:
+        from rfstream.runner import build_detectors
+
+        report["spectrogram_peers"] = [spectrogram_peers(cfg, r, repeats=peers) for r in rates]
+        detectors = build_detectors(cfg, config_dir)
+        try:
+            report["stage_cpu_ms"] = [
+                {"sample_rate_hz": r, **stage_cpu(cfg, r, chunks=min(peers, 3), detectors=detectors)}
+                for r in rates
+            ]
+        finally:
+            for d in detectors:
+                d.close()
+    report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     from rfstream.runtime.resources import memory_snapshot
 
     report["memory"] = memory_snapshot()  # after the runs: what the pipeline left allocated
     report["table"] = format_table(report)
     return report
+
+
+def format_peers(report: dict[str, Any]) -> list[str]:
+    """Table lines for the spectrogram peer rows and the per-stage CPU costs (none if absent)."""
+    lines: list[str] = []
+    if report.get("spectrogram_peers"):
+        lines += [
+            "spectrogram vs peers (same chunk, same nfft/hop, + |X|^2 + dB; ratio = peer time / rfstream"
+            " time, wall and CPU; GFLOP/s = 5 N log2 N per slice over rfstream's wall time):",
+            f"  {'MS/s':>6} {'slices':>7} {'workers':>7} {'rfstream ms':>12} {'GFLOP/s':>8} {'FFT floor ms':>13}"
+            f" {'scipy.stft ms':>14} {'ratio':>6} {'cpu':>5} {'torch.stft ms':>14} {'ratio':>6} {'cpu':>5}",
+        ]
+        for p in report["spectrogram_peers"]:
+            torch = p.get("torch_stft")
+            lines.append(
+                f"  {p['sample_rate_hz'] / 1e6:>6g} {p['slices']:>7} {p['workers']:>7} {p['rfstream']['ms']:>12.1f}"
+                f" {p['rfstream']['gflops']:>8.2f} {p['fft_floor']['ms']:>13.1f}"
+                f" {p['scipy_stft']['ms']:>14.1f} {p['scipy_stft']['ratio']:>6.2f} {p['scipy_stft']['cpu_ratio']:>5.2f}"
+                + (
+                    f" {torch['ms']:>14.1f} {torch['ratio']:>6.2f} {torch['cpu_ratio']:>5.2f}"
+                    if torch
+                    else f" {'-':>14} {'-':>6} {'-':>5}"
+                )
+            )
+        lines.append("")
+    if report.get("stage_cpu_ms"):
+        lines.append("CPU ms per chunk, each stage run alone:")
+        for row in report["stage_cpu_ms"]:
+            costs = ", ".join(f"{k} {v:g}" for k, v in row.items() if k != "sample_rate_hz")
+            lines.append(f"  {row['sample_rate_hz'] / 1e6:g} MS/s: {costs}")
+        lines.append("")
+    return lines
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -149,6 +345,7 @@ def format_table(report: dict[str, Any]) -> str:
         rows = [*run["stages_ms"].items(), ("chunk total", run["chunk_total_ms"])]
         lines.extend(f"  {name:<28}{p['p50']:>10.1f}{p['p95']:>10.1f}{p['p99']:>10.1f}" for name, p in rows)
         lines.append("")
+    lines.extend(format_peers(report))
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")
     lines.extend(_memory_lines(report.get("memory")))
     return "\n".join(lines)

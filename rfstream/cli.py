@@ -307,7 +307,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     if not rates or any(r <= 0 for r in rates):
         raise InputError(f"--rates must be positive sample rates, got {args.rates!r}")
-    report = run_bench(cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish)
+    if args.peers < 0:
+        raise InputError(f"--peers must be >= 0, got {args.peers}")
+    report = run_bench(
+        cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish, peers=args.peers
+    )
     print(json.dumps(report, indent=2) if args.json else report["table"])
     return 0
 
@@ -420,6 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunks", type=int, default=20, help="chunks timed per rate (default 20)")
     p.add_argument("--chunk-ms", type=float, help="chunk length in ms (default 200)")
     p.add_argument("--publish", action="store_true", help="include a real ZeroMQ publisher on loopback")
+    p.add_argument(
+        "--peers",
+        type=int,
+        default=5,
+        help="rounds of the spectrogram-vs-scipy/torch rows and per-stage CPU costs (0 = skip; default 5)",
+    )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_bench)
 

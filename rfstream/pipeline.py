@@ -45,7 +45,7 @@ from rfstream.detect.base import Detector
 from rfstream.detect.fanout import FanOut
 from rfstream.detect.nms import merge_detections
 from rfstream.dsp.backend import Backend, numpy_backend
-from rfstream.dsp.spectrogram import make_spectrogrammer
+from rfstream.dsp.factory import make_spectrogrammer
 from rfstream.runtime.metrics import Metrics
 from rfstream.runtime.policy import DEGRADE_LEVELS, DeadlinePolicy, DegradePolicy
 from rfstream.sinks.base import Sink, SpectrogramSink, TrackSink

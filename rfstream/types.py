@@ -94,6 +94,10 @@ class Frame:
     f0_hz: float  # lower edge of column 0, absolute Hz
     df_hz: float  # Hz per column
     chunk: Chunk
+    # The image value of the frame's noise floor (its median pixel), where the stage that made
+    # the frame knows it (the spectrogram's normalisation puts the median at
+    # floor_offset_db / dynamic_range_db); None: consumers measure it from the image.
+    noise_floor: float | None = None
     # GPU only: a CUDA event recorded when ``image`` is complete on the spectrogram's stream;
     # detectors on other streams wait on it instead of synchronising the host.
     ready_event: Any = field(default=None, compare=False, repr=False)

@@ -11,7 +11,7 @@ from test_onnx_tiny import frame_detector, make_frame, noise_image
 
 from rfstream.detect.energy import EnergyDetector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.onnx import OnnxFrameDetector
+from rfstream.detect.ort import OnnxFrameDetector
 from rfstream.errors import ConfigError
 
 

@@ -102,7 +102,7 @@ def boxes(detections) -> list[tuple]:
 def host_consumers(tmp_path):
     """Every host-side consumer of a frame, by name: each detector kind that runs on the CPU and the sinks."""
     from rfstream.detect.energy import EnergyDetector
-    from rfstream.detect.onnx import OnnxFrameDetector
+    from rfstream.detect.ort import OnnxFrameDetector
     from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
     from rfstream.render import Waterfall
     from rfstream.sinks.zmq import encode_spectrogram
@@ -398,7 +398,7 @@ def test_onnx_runtime_reads_a_device_frame_in_place_through_iobinding(tmp_path):
     cp = _cuda()
     import onnxruntime as ort
 
-    from rfstream.detect.onnx import OnnxFrameDetector
+    from rfstream.detect.ort import OnnxFrameDetector
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)")

@@ -19,7 +19,8 @@ from rfstream.detect.models import (
     write_engine_sidecar,
 )
 from rfstream.detect.models_cli import list_models, model_info
-from rfstream.detect.onnx import OrtModel
+from rfstream.detect.ort import OrtModel
+from rfstream.detect.trt_engine import build_engine
 from rfstream.errors import ModelError
 
 TARGET = EngineTarget(gpu_name="NVIDIA Orin", compute_capability="8.7", tensorrt_version="8.6.2")
@@ -307,4 +308,4 @@ def test_list_and_info(tmp_path):
 def test_build_engine_without_tensorrt(tmp_path):
     path = frame_detector(tmp_path / "fd.onnx")
     with pytest.raises(ModelError, match="TensorRT is not installed"):
-        models.build_engine(path, tmp_path / "fd.engine")
+        build_engine(path, tmp_path / "fd.engine")

@@ -8,7 +8,7 @@ from test_onnx_tiny import crop_classifier, frame_detector, make_frame, noise_im
 from rfstream.config import DetectorConfig, SpectrogramConfig
 from rfstream.detect.energy import EnergyDetector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.onnx import OnnxFrameDetector
+from rfstream.detect.ort import OnnxFrameDetector
 from rfstream.detect.registry import build_detectors
 from rfstream.detect.two_stage import TwoStageDetector
 from rfstream.dsp.backend import numpy_backend
@@ -40,12 +40,31 @@ def test_builds_every_kind_from_config(model_dir):
     dets = build_detectors(cfgs, SPEC, backend=numpy_backend(), config_dir=model_dir)
     assert [type(d) for d in dets] == [EnergyDetector, OnnxFrameDetector, TwoStageDetector]
     assert dets[2].energy.options.seed_sigma == 4.0 and dets[2].labels_kept == {"tone", "fsk"}
+    assert dets[2].energy is not dets[0].proposer  # other energy settings: a proposer of its own
     image = noise_image()
     image[8:24, 16:32] = 1.0
     with FanOut(dets) as fan:
         results, _ = fan.run(make_frame(image))
     assert [d.label for d in results["fd"]] == ["tone"]
     assert [d.label for d in results["ts"]] == ["tone"]
+
+
+def test_energy_and_two_stage_with_equal_settings_share_one_proposer(model_dir):
+    cfgs = [
+        DetectorConfig(name="energy", kind="energy", score_threshold=0.4),
+        DetectorConfig(name="ts", kind="two_stage", model="tiny_cc", options={"providers": "cpu"}),
+        DetectorConfig(name="ts2", kind="two_stage", model="tiny_cc", options={"energy": {"hop": 2048}}),
+    ]
+    energy, ts, ts2 = build_detectors(cfgs, SPEC, backend=numpy_backend(), config_dir=model_dir)
+    # The spectrogram's hop is the default geometry, so stating it explicitly changes nothing.
+    assert ts.energy is energy.proposer and ts2.energy is energy.proposer
+    assert energy.score_threshold == 0.4
+
+
+def test_the_energy_detector_takes_the_spectrograms_geometry(model_dir):
+    spec = SpectrogramConfig(height=64, width=64, nfft=256, hop=128, dynamic_range_db=60.0)
+    (energy,) = build_detectors([DetectorConfig(name="energy", kind="energy")], spec, config_dir=model_dir)
+    assert (energy.options.hop, energy.options.dynamic_range_db) == (128, 60.0)
 
 
 def test_kind_tensorrt_without_engine_runs_the_onnx_file(model_dir):

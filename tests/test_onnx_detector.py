@@ -7,7 +7,7 @@ import pytest
 from test_onnx_tiny import frame_detector, make_frame, noise_image, props
 
 from rfstream.detect.models import InferenceFailed
-from rfstream.detect.onnx import OnnxFrameDetector, OrtModel, select_providers
+from rfstream.detect.ort import OnnxFrameDetector, OrtModel, select_providers
 from rfstream.errors import ConfigError, ModelError
 
 

@@ -32,7 +32,7 @@ def test_batch_grows_with_free_memory_and_never_passes_the_cap():
 
 
 def test_snapshot_on_the_cpu_reports_rss_arenas_and_no_gpu():
-    import rfstream.detect.onnx  # noqa: F401  (a process that built sessions has it loaded)
+    import rfstream.detect.ort  # noqa: F401  (a process that built sessions has it loaded)
 
     ring = HostRing(1 << 16, np.float32, 2)  # plain memory: not counted as pinned
     snap = memory_snapshot()
@@ -47,7 +47,7 @@ def test_snapshot_on_the_cpu_reports_rss_arenas_and_no_gpu():
 
 
 def test_sessions_are_built_with_the_reported_arena_settings(tmp_path):
-    from rfstream.detect.onnx import SESSION_MEMORY, OrtModel
+    from rfstream.detect.ort import SESSION_MEMORY, OrtModel
 
     model = OrtModel(crop_classifier(tmp_path / "cc.onnx"), providers="cpu", threads=1)
     options = model.session.get_session_options()
@@ -57,7 +57,7 @@ def test_sessions_are_built_with_the_reported_arena_settings(tmp_path):
 
 
 def test_a_batch_limit_slices_the_classifier_run_without_changing_results(tmp_path):
-    from rfstream.detect.onnx import OrtModel
+    from rfstream.detect.ort import OrtModel
 
     model = OrtModel(crop_classifier(tmp_path / "cc.onnx"), providers="cpu", threads=1)
     crops = np.stack([np.full((1, 64, 64), v, dtype=np.float32) for v in (0.8, 0.3, 0.1, 0.8, 0.3)])

@@ -1,10 +1,13 @@
-"""Spectrogram stage: golden test against SciPy in float64, streaming invariance, axes."""
+"""Spectrogram stage: golden tests against SciPy in float64, streaming invariance, axes, cost."""
 
 from __future__ import annotations
+
+import tracemalloc
 
 import numpy as np
 import pytest
 import scipy.signal
+import scipy.sparse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,12 +40,8 @@ def chunks_of(iq: np.ndarray, rate: float, sizes: list[int], fc: float = 100e6) 
     return out
 
 
-@pytest.mark.parametrize("window", ["hann", "blackman", "boxcar"])
-def test_power_matches_scipy_float64(window):
-    rate, nfft, hop = 1e6, 1024, 512
-    iq = noise_and_tone(20_000, rate, 123_456.0)
-    sp = Spectrogrammer(SpectrogramConfig(nfft=nfft, hop=hop, window=window, width=256, height=64))
-    power, first = sp.power(chunks_of(iq, rate, [iq.size])[0])
+def reference_power(iq: np.ndarray, rate: float, nfft: int, hop: int, window: str = "hann") -> np.ndarray:
+    """Per-bin STFT power in float64 by SciPy, ascending frequency: ``[n_slices, nfft]``."""
     _, _, ref = scipy.signal.spectrogram(
         iq.astype(np.complex128),
         fs=rate,
@@ -54,11 +53,112 @@ def test_power_matches_scipy_float64(window):
         scaling="density",
         mode="psd",
     )
-    ref = np.fft.fftshift(ref.T * rate, axes=1)  # density -> per-bin power, ascending frequency
+    return np.fft.fftshift(ref.T * rate, axes=1)  # density -> per-bin power, ascending frequency
+
+
+def reference_image(power: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Float64 power image: each column the total power of the bins it covers, rows area-averaged."""
+    n_slices, nfft = power.shape
+    freq = resample_matrix(nfft, width).astype(np.float64) * (nfft / width)  # mean -> sum
+    time = resample_matrix(n_slices, height).astype(np.float64)
+    return time @ (freq @ power.T).T
+
+
+@pytest.mark.parametrize(
+    ("window", "nfft", "hop"),
+    [("hann", 1024, 512), ("blackman", 1024, 512), ("boxcar", 1024, 512), ("hann", 1001, 400)],
+)
+def test_power_matches_scipy_float64(window, nfft, hop):
+    rate = 1e6
+    iq = noise_and_tone(20_000, rate, 123_456.0)
+    sp = Spectrogrammer(SpectrogramConfig(nfft=nfft, hop=hop, window=window, width=256, height=64))
+    power, first = sp.power(chunks_of(iq, rate, [iq.size])[0])
+    ref = reference_power(iq, rate, nfft, hop, window)
     assert first == 0
-    assert power.shape == ref.shape
+    assert power.shape == ref.shape and power.dtype == np.float32
+    # float32 throughout: the FFT's rounding is ~1e-7 of a slice's total power, so the weakest
+    # bins (the window's sidelobes around the tone) carry the largest relative error.
     rel = np.abs(power - ref) / ref
     assert rel.max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    ("nfft", "hop", "width", "height", "n"),
+    [
+        (1024, 512, 256, 64, 100_000),  # k = 4 bins per column, 194 slices onto 64 rows
+        (1024, 512, 256, 500, 100_000),  # 194 slices repeated onto 500 rows
+        (1000, 400, 300, 64, 100_000),  # non-integer bins per column: the sparse path
+        (4096, 2048, 1024, 1024, 1_000_000),  # the default geometry, 487 slices
+    ],
+)
+def test_binned_power_and_image_match_scipy_float64(nfft, hop, width, height, n):
+    rate = 5e6
+    iq = noise_and_tone(n, rate, 1.234e6, tone_amp=3.0)
+    cfg = SpectrogramConfig(nfft=nfft, hop=hop, width=width, height=height)
+    binned, first = Spectrogrammer(cfg).binned_power(chunks_of(iq, rate, [n])[0])
+    ref = reference_image(reference_power(iq, rate, nfft, hop), height, width)
+    assert first == 0 and binned.shape == (height, width) and binned.dtype == np.float32
+    assert (np.abs(binned - ref) / ref).max() < 1e-3
+    # The normalised frame against the same float64 reference through the documented mapping.
+    image = Spectrogrammer(cfg).process(chunks_of(iq, rate, [n])[0]).image
+    db = 10 * np.log10(ref)
+    want = np.clip((db - np.median(db[::3, ::3]) + cfg.floor_offset_db) / cfg.dynamic_range_db, 0, 1)
+    assert np.abs(image - want).max() < 1e-4  # 0.005 dB
+
+
+def test_dc_removal_reads_the_neighbour_bin():
+    rate, nfft = 1e6, 1024
+    iq = noise_and_tone(20_000, rate, 0.0, tone_amp=20.0)  # a strong carrier exactly at DC
+    cfg = SpectrogramConfig(nfft=nfft, hop=512, width=256, height=64, remove_dc=True)
+    power, _ = Spectrogrammer(cfg).power(chunks_of(iq, rate, [iq.size])[0])
+    np.testing.assert_array_equal(power[:, nfft // 2], power[:, nfft // 2 + 1])
+    plain, _ = Spectrogrammer(SpectrogramConfig(nfft=nfft, hop=512, width=256, height=64)).power(
+        chunks_of(iq, rate, [iq.size])[0]
+    )
+    assert (plain[:, nfft // 2] > 3 * plain[:, nfft // 2 + 1]).all()  # hann: the neighbour is -6 dB
+
+
+def test_threads_and_block_size_do_not_change_the_frame():
+    rate = 10e6
+    iq = noise_and_tone(700_000, rate, 2.2e6, seed=5)
+    frames = {}
+    for workers, block in ((1, 64), (3, 64), (2, 5)):
+        sp = Spectrogrammer(SpectrogramConfig(), workers=workers, block_slices=block)
+        frames[workers, block] = [sp.process(c).image for c in chunks_of(iq, rate, [300_000, 400_000])]
+        sp.close()
+        assert sp.workers == workers
+    for a, b in zip(frames[1, 64], frames[3, 64], strict=True):
+        np.testing.assert_array_equal(a, b)  # each block is computed alone, whichever thread
+    for a, b in zip(frames[1, 64], frames[2, 5], strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_a_chunk_allocates_only_its_frame():
+    rate = 10e6
+    iq = noise_and_tone(2_000_000, rate, 1e6)  # 976 slices: a 32 MB complex STFT if materialised
+    sp = Spectrogrammer(SpectrogramConfig(), workers=2)
+    a, b = chunks_of(iq, rate, [1_000_000, 1_000_000])
+    sp.process(a)  # the first chunk of a geometry plans its blocks
+    tracemalloc.start()
+    try:
+        frame = sp.process(b)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < frame.image.nbytes + (2 << 20)
+
+
+def test_the_cpu_stage_does_not_import_the_gpu_stage():
+    """spectrogram.py imports neither gpu.py nor the factory that picks it (one-way dependencies)."""
+    import ast
+    import pathlib
+
+    import rfstream.dsp.spectrogram as module
+
+    tree = ast.parse(pathlib.Path(module.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not imported & {"rfstream.dsp.gpu", "rfstream.dsp.factory"}
 
 
 def test_chunked_stream_equals_one_long_transform():

@@ -8,7 +8,8 @@ from PIL import Image
 from test_onnx_tiny import crop_classifier, frame_detector, make_frame, noise_image
 
 from rfstream.detect import models
-from rfstream.detect.tensorrt import _calibration_batches
+from rfstream.detect import trt_engine as trt_backend
+from rfstream.detect.trt_engine import _calibration_batches
 from rfstream.dsp.backend import cuda_available
 from rfstream.errors import ModelError
 
@@ -28,7 +29,7 @@ def test_without_tensorrt_the_backend_is_a_clear_model_error(tmp_path):
         pytest.skip("TensorRT is installed here")
     except ImportError:
         pass
-    from rfstream.detect.tensorrt import TensorRTFrameDetector
+    from rfstream.detect.trt_engine import TensorRTFrameDetector
 
     onnx_path = frame_detector(tmp_path / "fd.onnx")
     engine = tmp_path / "fd.engine"
@@ -58,11 +59,11 @@ def test_calibration_inputs_from_png_and_npy(tmp_path):
 @pytest.mark.tensorrt
 def test_engine_build_and_run_matches_onnx_runtime(tmp_path):
     _tensorrt()
-    from rfstream.detect.onnx import OnnxFrameDetector
-    from rfstream.detect.tensorrt import TensorRTFrameDetector
+    from rfstream.detect.ort import OnnxFrameDetector
+    from rfstream.detect.trt_engine import TensorRTFrameDetector
 
     onnx_path = frame_detector(tmp_path / "fd.onnx")
-    engine = models.build_engine(onnx_path, fp16=False)
+    engine = trt_backend.build_engine(onnx_path, fp16=False)
     assert models.sidecar_path(engine).is_file()
     resolved = models.resolve_model("fd", search_dirs=[tmp_path])
     assert resolved.kind == "engine" and resolved.warnings == ()
@@ -86,10 +87,10 @@ def test_engine_build_and_run_matches_onnx_runtime(tmp_path):
 @pytest.mark.tensorrt
 def test_classifier_engine_batches(tmp_path):
     _tensorrt()
-    from rfstream.detect.tensorrt import TensorRTModel
+    from rfstream.detect.trt_engine import TensorRTModel
 
     onnx_path = crop_classifier(tmp_path / "cc.onnx")
-    engine = models.build_engine(onnx_path, fp16=False, max_batch=4)
+    engine = trt_backend.build_engine(onnx_path, fp16=False, max_batch=4)
     model = TensorRTModel(engine)
     crops = np.stack([np.full((1, 64, 64), v, dtype=np.float32) for v in (0.8, 0.3, 0.1, 0.8, 0.3, 0.1)])
     (probs,) = model.run(crops)  # 6 > max batch 4: two enqueues
@@ -206,7 +207,7 @@ def fake_trt(version="10.3.0", *, fp16=True, int8=True, strongly_typed=True, par
 @pytest.fixture
 def with_trt(monkeypatch):
     """Install a stand-in TensorRT for rfstream's builder; returns a function making one."""
-    from rfstream.detect import tensorrt as backend
+    from rfstream.detect import trt_engine as backend
 
     def install(trt):
         monkeypatch.setattr(backend, "_import", lambda: (trt, None))
@@ -222,7 +223,7 @@ def with_trt(monkeypatch):
     [("8.6.1", True), ("10.0.1", False), ("10.13.2.6", False)],
 )
 def test_network_flags_follow_the_tensorrt_version(version, explicit_batch):
-    from rfstream.detect.tensorrt import plan_build
+    from rfstream.detect.trt_engine import plan_build
 
     plan = plan_build(fake_trt(version), fp16=True, int8=False)
     assert bool(plan.network_flags & 1) is explicit_batch  # EXPLICIT_BATCH only before 10
@@ -232,7 +233,7 @@ def test_network_flags_follow_the_tensorrt_version(version, explicit_batch):
 
 
 def test_strongly_typed_needs_tensorrt_10_and_no_precision_flags():
-    from rfstream.detect.tensorrt import plan_build
+    from rfstream.detect.trt_engine import plan_build
 
     plan = plan_build(fake_trt("10.3.0"), fp16=False, int8=False, strongly_typed=True)
     assert plan.network_flags == 1 << 1 and plan.precision == "strongly-typed"
@@ -251,7 +252,7 @@ def test_strongly_typed_needs_tensorrt_10_and_no_precision_flags():
     ],
 )
 def test_unsupported_tensorrt_versions_are_refused_by_name(version, message):
-    from rfstream.detect.tensorrt import check_version, plan_build
+    from rfstream.detect.trt_engine import check_version, plan_build
 
     with pytest.raises(ModelError, match=message):
         check_version(fake_trt(version))
@@ -260,7 +261,7 @@ def test_unsupported_tensorrt_versions_are_refused_by_name(version, message):
 
 
 def test_missing_precision_flags_are_model_errors():
-    from rfstream.detect.tensorrt import plan_build
+    from rfstream.detect.trt_engine import plan_build
 
     with pytest.raises(ModelError, match=r"no BuilderFlag.FP16; build with --no-fp16"):
         plan_build(fake_trt("10.3.0", fp16=False), fp16=True, int8=False)
@@ -276,7 +277,7 @@ def _meta(tmp_path):
 
 
 def test_build_writes_the_engine_and_keeps_a_timing_cache_for_the_next_build(tmp_path, with_trt):
-    from rfstream.detect.tensorrt import build_serialized_engine, timing_cache_path
+    from rfstream.detect.trt_engine import build_serialized_engine, timing_cache_path
 
     trt = with_trt(fake_trt("10.3.0"))
     onnx_path, meta = _meta(tmp_path)
@@ -295,7 +296,7 @@ def test_build_writes_the_engine_and_keeps_a_timing_cache_for_the_next_build(tmp
 
 @pytest.mark.parametrize("stale", [b"other-gpu", b"corrupt"])
 def test_an_unusable_timing_cache_is_replaced_not_fatal(tmp_path, with_trt, stale):
-    from rfstream.detect.tensorrt import build_serialized_engine, timing_cache_path
+    from rfstream.detect.trt_engine import build_serialized_engine, timing_cache_path
 
     trt = with_trt(fake_trt("10.3.0"))
     onnx_path, meta = _meta(tmp_path)
@@ -319,7 +320,7 @@ def test_an_unusable_timing_cache_is_replaced_not_fatal(tmp_path, with_trt, stal
     ],
 )
 def test_every_builder_failure_is_one_model_error(tmp_path, with_trt, trt_kwargs, message):
-    from rfstream.detect.tensorrt import build_serialized_engine
+    from rfstream.detect.trt_engine import build_serialized_engine
 
     with_trt(fake_trt("10.3.0", **trt_kwargs))
     onnx_path, meta = _meta(tmp_path)
@@ -333,14 +334,14 @@ def test_every_builder_failure_is_one_model_error(tmp_path, with_trt, trt_kwargs
 @pytest.mark.tensorrt
 def test_a_real_build_keeps_its_timing_cache_and_sidecar(tmp_path):
     trt = _tensorrt()
-    from rfstream.detect.tensorrt import timing_cache_path
+    from rfstream.detect.trt_engine import timing_cache_path
 
     onnx_path = frame_detector(tmp_path / "fd.onnx")
-    engine = models.build_engine(onnx_path, fp16=False)
+    engine = trt_backend.build_engine(onnx_path, fp16=False)
     cache = timing_cache_path(engine)
     first = cache.stat().st_size
     assert first > 0
-    models.build_engine(onnx_path, fp16=False)  # loads the cache (same GPU, same TensorRT)
+    trt_backend.build_engine(onnx_path, fp16=False)  # loads the cache (same GPU, same TensorRT)
     assert cache.stat().st_size >= first
     info = models.model_info(engine)
     assert info["built_for"]["tensorrt_version"] == trt.__version__
@@ -355,11 +356,11 @@ def test_the_engine_waits_on_the_frame_ready_event_of_the_producing_stream(tmp_p
 
     import cupy as cp
 
-    from rfstream.detect.onnx import OnnxFrameDetector
-    from rfstream.detect.tensorrt import TensorRTFrameDetector
+    from rfstream.detect.ort import OnnxFrameDetector
+    from rfstream.detect.trt_engine import TensorRTFrameDetector
 
     onnx_path = frame_detector(tmp_path / "fd.onnx")
-    engine = models.build_engine(onnx_path, fp16=False)
+    engine = trt_backend.build_engine(onnx_path, fp16=False)
     trt_det = TensorRTFrameDetector("trt", engine)
     ort_det = OnnxFrameDetector("ort", onnx_path, providers="cpu")
     image = noise_image()
@@ -392,7 +393,7 @@ def test_the_engine_waits_on_the_frame_ready_event_of_the_producing_stream(tmp_p
 
 
 def test_an_unwritable_engine_path_is_a_model_error(tmp_path, with_trt):
-    from rfstream.detect.tensorrt import build_serialized_engine
+    from rfstream.detect.trt_engine import build_serialized_engine
 
     with_trt(fake_trt("8.6.1"))
     onnx_path, meta = _meta(tmp_path)

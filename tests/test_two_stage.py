@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from test_onnx_tiny import crop_classifier, frame_detector, make_frame, noise_image
 
-from rfstream.detect.energy import EnergyDetector
+from rfstream.detect.base import Proposer
+from rfstream.detect.energy import EnergyDetector, EnergyOptions, EnergyProposer
 from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions, combine_scores
 from rfstream.errors import ModelError
 
@@ -33,7 +34,8 @@ class CountingClassifier:
 def two_stage(tmp_path, **kwargs) -> TwoStageDetector:
     path = crop_classifier(tmp_path / "cc.onnx")
     options = TwoStageOptions(providers="cpu", threads=1, **kwargs.pop("options", {}))
-    return TwoStageDetector("ts", EnergyDetector("ts.energy"), path, options=options, **kwargs)
+    proposer = kwargs.pop("proposer", None) or EnergyProposer()
+    return TwoStageDetector("ts", proposer, path, options=options, **kwargs)
 
 
 def test_labels_each_proposal_in_one_batched_call(tmp_path):
@@ -76,23 +78,54 @@ def test_score_combination():
 
 def test_frame_detector_model_is_refused(tmp_path):
     with pytest.raises(ModelError, match="is a frame_detector; kind 'two_stage' needs a crop_classifier"):
-        TwoStageDetector("ts", EnergyDetector(), frame_detector(tmp_path / "fd.onnx"))
+        TwoStageDetector("ts", EnergyProposer(), frame_detector(tmp_path / "fd.onnx"))
 
 
 def test_energy_and_two_stage_share_one_proposal_pass_per_frame(tmp_path, monkeypatch):
+    """One proposer handed to both detectors computes each frame once, whichever asks first."""
     from rfstream.detect.fanout import FanOut
 
     calls = []
-    original = EnergyDetector._propose
+    original = EnergyProposer._candidates
 
     def counting(self, *args, **kwargs):
-        calls.append(self.name)
+        calls.append(id(self))
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(EnergyDetector, "_propose", counting)
-    energy, ts = EnergyDetector("energy"), two_stage(tmp_path)
+    monkeypatch.setattr(EnergyProposer, "_candidates", counting)
+    shared = EnergyProposer()
+    assert isinstance(shared, Proposer)
+    energy, ts = EnergyDetector("energy", proposer=shared), two_stage(tmp_path, proposer=shared)
     with FanOut([energy, ts]) as fan:
         for seq in range(3):
             results, _ = fan.run(make_frame(scene(), rate=2e6, fc=433e6, seq=seq))
             assert len(results["energy"]) == 2 and len(results["ts"]) == 2
-    assert len(calls) == 3  # one pass per frame, whichever detector got there first
+    assert calls == [id(shared)] * 3  # one pass per frame
+
+
+def test_detectors_with_their_own_proposers_compute_separately(tmp_path, monkeypatch):
+    calls = []
+    original = EnergyProposer._candidates
+    monkeypatch.setattr(EnergyProposer, "_candidates", lambda self, *a: calls.append(1) or original(self, *a))
+    frame = make_frame(scene(), rate=2e6, fc=433e6)
+    energy = EnergyDetector("energy", EnergyOptions(seed_sigma=6.0))
+    ts = two_stage(tmp_path)
+    assert len(energy.detect(frame)) == 2 and len(ts.detect(frame)) == 2
+    assert len(calls) == 2
+
+
+def test_an_energy_detector_is_a_proposer_sharing_its_own(tmp_path):
+    energy = EnergyDetector("energy", score_threshold=0.9)
+    assert isinstance(energy, Proposer)
+    ts = two_stage(tmp_path, proposer=energy)
+    frame = make_frame(scene(), rate=2e6, fc=433e6)
+    assert energy.detect(frame) == [] and len(ts.detect(frame)) == 2
+
+
+def test_a_shared_proposer_applies_each_detectors_own_threshold(tmp_path):
+    shared = EnergyProposer()
+    frame = make_frame(scene(), rate=2e6, fc=433e6)
+    strict = EnergyDetector("strict", proposer=shared, score_threshold=0.9)
+    ts = two_stage(tmp_path, proposer=shared)
+    assert strict.detect(frame) == []  # both boxes score below 0.9 on energy alone
+    assert len(ts.detect(frame)) == 2  # the proposals the two-stage sees are not thresholded

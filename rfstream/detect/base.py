@@ -25,11 +25,16 @@ import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import numpy as np
+
 from rfstream.errors import ConfigError
 from rfstream.types import Detection, Frame
 
 __all__ = [
+    "AsyncDetector",
+    "BatchModel",
     "Detector",
+    "Proposer",
     "at_least",
     "check_options",
     "in_range",
@@ -61,6 +66,50 @@ class Detector(Protocol):
     def warmup(self, frame_shape: tuple[int, int]) -> None: ...
 
     def close(self) -> None: ...
+
+
+# Optional capabilities are declared here, not discovered with getattr: a value either is one
+# of these (``isinstance`` against the runtime-checkable protocol) or it is not.
+
+
+@runtime_checkable
+class AsyncDetector(Detector, Protocol):
+    """A detector whose work runs on a device queue: ``submit`` enqueues and returns at once,
+    ``collect`` waits for that frame's result. The fan-out submits every such detector first,
+    runs the host detectors meanwhile, and collects last (see rfstream.detect.fanout)."""
+
+    def submit(self, frame: Frame) -> None: ...
+
+    def collect(self) -> list[Detection]: ...
+
+
+@runtime_checkable
+class BatchModel(Protocol):
+    """A loaded model that maps one input batch to its outputs (ONNX Runtime, TensorRT).
+
+    ``run(batch) -> [output, ...]`` in the model's output order; ``close()`` releases what
+    the model holds (sessions, engines, device buffers) and may be a no-op.
+    """
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Proposer(Protocol):
+    """Candidate boxes for a frame: the proposal stage a two-stage detector classifies.
+
+    ``for_frame(frame, score_threshold)`` returns pixel boxes ``(N, 4)`` (x0, y0, x1, y1) and
+    scores ``(N,)`` in [0, 1], best first; one instance may serve several detectors and then
+    computes each frame once (rfstream.detect.energy.EnergyProposer).
+    """
+
+    options: Any
+
+    def for_frame(self, frame: Frame, score_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def warmup(self, frame_shape: tuple[int, int]) -> None: ...
 
 
 # --- checks, declared in field metadata ---------------------------------------------------

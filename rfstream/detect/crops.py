@@ -12,7 +12,9 @@ its energy instead of vanishing between nearest-neighbour samples — and
 upsampling repeats pixels. The resampled crop sits in the centre of a
 ``size × size`` canvas filled with the frame's noise floor: the median of a
 strided sample of the image (about ``floor_offset_db / dynamic_range_db`` for a
-normalised frame), so the letterbox bars look like empty spectrum, not signal.
+normalised frame; the two-stage detector passes ``Frame.noise_floor``, exactly
+that, instead of measuring it), so the letterbox bars look like empty spectrum,
+not signal.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from __future__ import annotations
 import numpy as np
 
 from rfstream.errors import InputError
+from rfstream.types import Frame
 
-__all__ = ["crop_windows", "extract_crops", "noise_floor"]
+__all__ = ["crop_windows", "extract_crops", "frame_noise_floor", "noise_floor"]
 
 
 def noise_floor(image: np.ndarray) -> float:
     """The frame's noise level: the median of every 8th row and column (cheap, robust)."""
     return float(np.median(image[::8, ::8]))
+
+
+def frame_noise_floor(frame: Frame) -> float:
+    """The noise floor the spectrogram stage put on the frame, else :func:`noise_floor` of its image."""
+    return frame.noise_floor if frame.noise_floor is not None else noise_floor(frame.host_image())
 
 
 def crop_windows(

@@ -15,8 +15,9 @@ map (softmax over the model's labels). Decoding:
 3. ``refine`` (default on) tightens that box to sub-cell precision from the
    frame image itself: inside the box grown by one cell, the column profile
    (mean over rows) and then the row profile are cut at half their peak height
-   above the frame's noise floor — the heatmap says *where* a signal is, the
-   pixels say *exactly how wide*;
+   above the frame's noise floor (``Frame.noise_floor``, set by the spectrogram
+   stage; measured from the image only for frames without it) — the heatmap
+   says *where* a signal is, the pixels say *exactly how wide*;
 4. label = argmax of the component's mean class probabilities; score = mean
    objectness over the component × that class probability; components below
    ``score_threshold`` or smaller than ``min_cells`` are dropped.
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
-from rfstream.detect.crops import noise_floor
+from rfstream.detect.crops import frame_noise_floor
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
@@ -115,7 +116,7 @@ def decode_frame_detector(
     if not mask.any():
         return []
     best = probs.argmax(axis=0)
-    floor = noise_floor(frame.host_image()) if refine else 0.0
+    floor = frame_noise_floor(frame) if refine else 0.0
     detections: list[Detection] = []
     for c, label in enumerate(labels):
         # A cell joins label c's mask when c is its best label or probable enough (overlaps).

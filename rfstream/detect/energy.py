@@ -82,9 +82,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -95,7 +92,14 @@ from rfstream.config import DetectorConfig
 from rfstream.detect.base import at_least, check_options, in_range, parse_options, positive
 from rfstream.types import Detection, Frame
 
-__all__ = ["EnergyDetector", "EnergyOptions", "frame_rows_per_slice", "measured_rows_per_slice"]
+__all__ = [
+    "EnergyDetector",
+    "EnergyOptions",
+    "EnergyProposer",
+    "energy_options",
+    "frame_rows_per_slice",
+    "measured_rows_per_slice",
+]
 
 _Q16 = 15.87  # percentile one sigma below the median of a normal
 _SLICED_MAX = 12  # running means up to this long by sliced adds, longer by a running sum
@@ -170,72 +174,47 @@ def measured_rows_per_slice(image: np.ndarray, columns: int = 64) -> float:
     return float(min(h, 2.0 / max(1.0 - equal, 2.0 / h)))
 
 
-class EnergyDetector:
-    """Threshold + connected components on one Frame. See the module docstring.
+class EnergyProposer:
+    """The energy detector's core: one frame in, pixel boxes and scores out. See the module docstring.
 
-    ``propose(image, dc_column, rows_per_slice)`` is the cheap core (pixel boxes and scores
-    as arrays), shared with the two-stage detector; ``detect(frame)`` wraps it into
-    Detections labelled ``"unknown"``.
+    One instance per distinct :class:`EnergyOptions`, shared by every detector that wants these
+    proposals (the energy detector and a two-stage detector's proposal stage): the registry
+    builds it once and hands it to both, and :meth:`for_frame` computes each frame once,
+    however many of them ask (the others wait for that result). Its full-frame buffers are
+    allocated once per frame shape, so one computation runs at a time.
     """
 
-    kind = "energy"
-
     def __init__(
-        self,
-        name: str = "energy",
-        options: EnergyOptions = EnergyOptions(),
-        *,
-        priority: int = 0,
-        score_threshold: float = 0.0,
-        xp: Any = np,
+        self, options: EnergyOptions = EnergyOptions(), *, xp: Any = np, where: str = "energy"
     ) -> None:
-        check_options(options, f"detectors.{name}.options")
-        self.name = name
+        check_options(options, where)
         self.options = options
-        self.priority = priority
-        self.score_threshold = max(0.0, float(score_threshold))
         # Full-frame smoothing and thresholds run on ``xp`` (CuPy keeps them on the GPU);
         # the masks come back to the host for labelling and the per-component statistics.
         self.xp = xp
         self._to_host = np.asarray if xp is np else xp.asnumpy
+        # Seed pixels only matter inside the grown mask: on the host they are tested there only
+        # (a gather of the masked pixels); on a device as two full-frame comparisons.
+        self._seeded_at = self._seeded_gather if xp is np else self._seeded_full
         o = options
         self._unit_db = float(o.dynamic_range_db)
         self._min_seed = np.float32(o.min_margin_db / self._unit_db)
         self._min_grow = np.float32(self._min_seed * o.grow_sigma / o.seed_sigma)
         self._shape: tuple[int, int] | None = None
-
-    @classmethod
-    def from_config(
-        cls,
-        cfg: DetectorConfig,
-        xp: Any = np,
-        *,
-        dynamic_range_db: float | None = None,
-        hop: int | None = None,
-    ) -> EnergyDetector:
-        """Build from a ``[[detectors]]`` record; ``options`` are checked key by key.
-
-        ``score_threshold < 0`` means the default (0: keep every component); ``labels`` does
-        not apply (everything is ``"unknown"``). ``dynamic_range_db`` and ``hop``: pass
-        ``spectrogram.dynamic_range_db`` and ``spectrogram.hop`` so dB margins, scores and the
-        frame geometry are right; explicit ``options`` win.
-        """
-        options = parse_options(EnergyOptions, cfg.options, f"detectors.{cfg.name}.options")
-        if dynamic_range_db is not None and "dynamic_range_db" not in cfg.options:
-            options = dataclasses.replace(options, dynamic_range_db=float(dynamic_range_db))
-        if hop is not None and "hop" not in cfg.options:
-            options = dataclasses.replace(options, hop=int(hop))
-        threshold = cfg.score_threshold if cfg.score_threshold >= 0 else 0.0
-        return cls(cfg.name, options, priority=cfg.priority, score_threshold=threshold, xp=xp)
+        self._lock = threading.Lock()  # one computation at a time: the buffers are shared
+        self._recent: list[tuple[Frame, tuple[np.ndarray, np.ndarray]]] = []  # the last two, newest last
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warmup(self, frame_shape: tuple[int, int]) -> None:
-        self._allocate(tuple(frame_shape))  # type: ignore[arg-type]
+        with self._lock:
+            self._allocate(tuple(frame_shape))  # type: ignore[arg-type]
         noise = np.random.default_rng(0).normal(0.12, 0.03, size=frame_shape).astype(np.float32)
         self.propose(self.xp.asarray(noise), rows_per_slice=1.0)
 
     def close(self) -> None:
-        self._shape = None
+        with self._lock:
+            self._shape = None
+            self._recent.clear()
 
     def _allocate(self, shape: tuple[int, int]) -> None:
         xp, o = self.xp, self.options
@@ -243,15 +222,65 @@ class EnergyDetector:
         self._cum = xp.empty((2 * h + 1, w), dtype=xp.float32)  # running sum along time, padded
         self._along_t = xp.empty((h, w), dtype=xp.float32)
         self._along_f = xp.empty((h, w), dtype=xp.float32)
-        self._seed = xp.empty((h, w), dtype=bool)
         self._grow = xp.empty((h, w), dtype=bool)
         self._tmp = xp.empty((h, w), dtype=bool)
-        self._mask = xp.empty((h, w), dtype=bool)
         self._labels = np.empty((h, w), dtype=np.int32)
         self._residual = np.empty((h, w), dtype=np.float32)  # raw image minus floor, host
         window = max(3, round(o.baseline_window_frac * w) | 1)  # odd, so centred
         self._baseline_window = min(window, w if w % 2 else w - 1) if w >= 3 else 1
         self._shape = shape
+
+    # --- per frame ----------------------------------------------------------------------------
+    def for_frame(self, frame: Frame, score_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes and scores of ``frame`` (see :meth:`propose`), computed once per frame.
+
+        The result of the last few frames is kept with the Frame itself (compared by identity,
+        the Frame held, so no identity can be reused while it is kept); each caller then
+        applies its own ``score_threshold``.
+        """
+        dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
+        with self._lock:
+            found = [result for seen, result in self._recent if seen is frame]
+            if found:
+                boxes, scores = found[0]
+            else:
+                rows = frame_rows_per_slice(frame, self.options.hop)
+                boxes, scores = self._candidates(frame.host_image(), rows)
+                self._recent = [*self._recent[-1:], (frame, (boxes, scores))]
+        return self._select(boxes, scores, score_threshold, dc_column)
+
+    def propose(
+        self,
+        image: Any,
+        dc_column: float | None = None,
+        rows_per_slice: float | None = None,
+        score_threshold: float = 0.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel boxes ``(N, 4)`` as ``x0, y0, x1, y1`` (float64, host) and scores ``(N,)``.
+
+        Best scores first, at most ``max_detections``, scores ≥ ``score_threshold``.
+        ``dc_column``: the column of the centre frequency (for the DC guard), or None.
+        ``rows_per_slice``: image rows per STFT slice (:func:`frame_rows_per_slice`); None
+        measures it from the image. Not cached (tools, training): detectors use ``for_frame``.
+        """
+        if rows_per_slice is None:
+            rows_per_slice = measured_rows_per_slice(np.asarray(self._to_host(image)))
+        with self._lock:
+            boxes, scores = self._candidates(image, rows_per_slice)
+        return self._select(boxes, scores, score_threshold, dc_column)
+
+    def _select(
+        self, boxes: np.ndarray, scores: np.ndarray, threshold: float, dc_column: float | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Threshold, keep the best ``max_detections``, then drop components at DC (copies)."""
+        o = self.options
+        good = np.flatnonzero(scores >= threshold)[: o.max_detections]
+        boxes, scores = boxes[good], scores[good]
+        if dc_column is not None and o.dc_guard_px > 0:
+            lo, hi = math.floor(dc_column) - o.dc_guard_px, math.floor(dc_column) + o.dc_guard_px + 1
+            outside = ~((boxes[:, 0] >= lo) & (boxes[:, 2] <= hi))
+            boxes, scores = boxes[outside], scores[outside]
+        return boxes, scores
 
     # --- the work -----------------------------------------------------------------------------
     def _mean_t(self, image: Any, k: int) -> Any:
@@ -357,54 +386,62 @@ class EnergyDetector:
         the smoothing and closing reach, which spread a carrier sideways) are labelled on their
         own; the bursts are labelled without them, bridged across a carrier where a burst sits
         on both sides of it (a wideband burst over a carrier stays one box).
+
+        One full-frame ``ndimage.label`` pass (the bursts); the carriers are labelled on their
+        own few columns, packed side by side with an empty column between runs that are not
+        adjacent, which gives the same components, numbered in the same order, as labelling
+        them in place.
         """
         o = self.options
         h, w = mask.shape
-        occupied = np.count_nonzero(mask, axis=0) >= o.carrier_fraction * h
+        occupied = np.add.reduce(mask, axis=0, dtype=np.int32) >= o.carrier_fraction * h
         if o.carrier_fraction >= 1.0 or not occupied.any():
             return int(scipy.ndimage.label(mask, output=labels))
         reach = o.smooth_f // 2 + o.closing_f // 2
         carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
+        cols = np.flatnonzero(carrier)
         bursts = mask.copy()
-        bursts[:, carrier] = False
+        bursts[:, cols] = False
         # Bridge each run of carrier columns [a, b) where the burst mask is set on both sides.
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], carrier.view(np.int8), [0]))))
-        for a, b in zip(edges[::2], edges[1::2], strict=True):
+        breaks = np.flatnonzero(np.diff(cols) > 1)  # a run ends after cols[i] for i in breaks
+        starts = np.concatenate(([cols[0]], cols[breaks + 1]))
+        stops = np.concatenate((cols[breaks] + 1, [cols[-1] + 1]))
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
             if a > 0 and b < w:
                 both = mask[:, a - 1] & mask[:, b]
                 bursts[:, a:b] = both[:, None] & mask[:, a:b]
         n_bursts = int(scipy.ndimage.label(bursts, output=labels))
-        # Carriers stay whole; a bridged burst keeps its pixels on both sides, so its box still
-        # spans the carrier.
-        carriers = mask & carrier[None, :]
-        carrier_labels, n_carriers = scipy.ndimage.label(carriers)
-        labels[carriers] = carrier_labels[carriers] + n_bursts
+        # Carriers stay whole (a bridged burst keeps its pixels on both sides, so its box still
+        # spans the carrier): every masked pixel of a carrier column takes its carrier's label.
+        packed_col = np.arange(cols.size) + np.searchsorted(breaks, np.arange(cols.size), side="left")
+        packed = np.zeros((h, cols.size + breaks.size), dtype=bool)
+        packed[:, packed_col] = mask[:, cols]
+        carrier_labels, n_carriers = scipy.ndimage.label(packed)
+        in_place = carrier_labels[:, packed_col]
+        in_place[in_place > 0] += n_bursts
+        labels[:, cols] = in_place
         return n_bursts + int(n_carriers)
 
-    def propose(
-        self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel boxes and scores for ``image`` (see :meth:`_propose`), computed once per frame.
+    def _seeded_gather(
+        self, where: np.ndarray, cols: np.ndarray, along_t: Any, along_f: Any, seed_t: Any, seed_f: Any
+    ) -> np.ndarray:
+        """Which masked pixels (flat indices ``where``, columns ``cols``) are seeds, testing only them."""
+        seeded = along_t.ravel()[where] > seed_t[cols]
+        seeded |= along_f.ravel()[where] > seed_f[cols]
+        return seeded
 
-        The energy detector and a two-stage detector's proposal stage look at the same frame
-        at the same time with the same settings; the first to ask computes, the other waits
-        for that result instead of doing the work twice.
-        """
-        if rows_per_slice is None:
-            rows_per_slice = measured_rows_per_slice(np.asarray(self._to_host(image)))
-        key = (id(image), self.options, self.score_threshold, dc_column, float(rows_per_slice))
-        boxes, scores = _SHARED.get(key, image, lambda: self._propose(image, dc_column, rows_per_slice))
-        return boxes.copy(), scores.copy()
+    def _seeded_full(
+        self, where: np.ndarray, cols: np.ndarray, along_t: Any, along_f: Any, seed_t: Any, seed_f: Any
+    ) -> np.ndarray:
+        xp, seed, tmp = self.xp, self._tmp, self._grow  # the grow mask is on the host by now
+        xp.greater(along_t, seed_t[None, :], out=seed)
+        xp.logical_or(seed, xp.greater(along_f, seed_f[None, :], out=tmp), out=seed)
+        return self._to_host(seed).ravel()[where]
 
-    def _propose(
-        self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Pixel boxes ``(N, 4)`` as ``x0, y0, x1, y1`` (float64, host) and scores ``(N,)``.
+    def _candidates(self, image: Any, rows_per_slice: float) -> tuple[np.ndarray, np.ndarray]:
+        """Every accepted component's box and score, best first, before threshold and DC guard.
 
-        Best scores first, at most ``max_detections``, scores ≥ the detector's threshold.
-        ``dc_column``: the column of the centre frequency (for the DC guard), or None.
-        ``rows_per_slice``: image rows per STFT slice (:func:`frame_rows_per_slice`); None
-        measures it from the image.
+        Call with the lock held (the full-frame buffers are this instance's).
         """
         xp, o = self.xp, self.options
         image = xp.asarray(image, dtype=xp.float32)
@@ -413,8 +450,6 @@ class EnergyDetector:
         if self._shape != image.shape:
             self._allocate(image.shape)
         h, w = image.shape
-        if rows_per_slice is None:
-            rows_per_slice = measured_rows_per_slice(image)
         rows = max(1.0, float(rows_per_slice))  # < 1: several slices per row, rows independent
         # Two matched smoothings: along time (long narrow carriers) and along frequency (short
         # wideband pulses); a pixel counts when either stands out from its own noise.
@@ -422,15 +457,12 @@ class EnergyDetector:
         along_f = self._mean_f(image, min(w, o.smooth_f))
         baseline = self._floor_baseline(along_t)
         mu_raw, sigma_raw, _ = self._stats(image, baseline)
-        seed, grow, tmp = self._seed, self._grow, self._tmp
+        grow, tmp = self._grow, self._tmp
         seed_t, grow_t = self._thresholds(along_t, baseline)
         seed_f, grow_f = self._thresholds(along_f, baseline)
-        xp.greater(along_t, seed_t[None, :], out=seed)
-        xp.logical_or(seed, xp.greater(along_f, seed_f[None, :], out=tmp), out=seed)
         xp.greater(along_t, grow_t[None, :], out=grow)
         xp.logical_or(grow, xp.greater(along_f, grow_f[None, :], out=tmp), out=grow)
-        xp.copyto(self._mask, grow)
-        mask = self._to_host(self._close(self._mask))
+        mask = self._to_host(self._close(grow))
         labels = self._labels
         n = self._label(mask, labels)
         if n == 0:
@@ -440,11 +472,13 @@ class EnergyDetector:
         host = self._to_host(image)
         floor = baseline + np.float32(mu_raw)  # the raw image's floor, per column
         residual = np.subtract(host, floor[None, :], out=self._residual)
-        where = np.flatnonzero(mask)
+        ys, xs = np.nonzero(mask)  # masked pixels in raster order
+        where = ys * w + xs
         ids = labels.ravel()[where]
         area = np.bincount(ids, minlength=n + 1)
         excess = np.bincount(ids, weights=residual.ravel()[where], minlength=n + 1)
-        seeded = np.bincount(ids[self._to_host(seed).ravel()[where]], minlength=n + 1) > 0
+        seeded = self._seeded_at(where, xs, along_t, along_f, seed_t, seed_f)
+        seeded = np.bincount(ids[seeded], minlength=n + 1) > 0
         mean = excess / np.maximum(area, 1)
         # Integrated SNR: mean excess in pixel sigmas × sqrt(independent samples spanned).
         z = mean / sigma_raw * np.sqrt(area / rows)
@@ -453,11 +487,7 @@ class EnergyDetector:
         kept = np.flatnonzero(keep)
         if kept.size == 0:
             return np.zeros((0, 4)), np.zeros(0)
-        slices = scipy.ndimage.find_objects(labels, max_label=int(kept[-1]))
-        boxes = np.array(
-            [(s[1].start, s[0].start, s[1].stop, s[0].stop) for s in (slices[i - 1] for i in kept)],
-            dtype=np.float64,
-        ).reshape(-1, 4)
+        boxes = _bounding_boxes(ys, xs, ids, kept, n)
         mean = mean[kept]
         fits = (boxes[:, 3] - boxes[:, 1] >= o.min_time_px) & (boxes[:, 2] - boxes[:, 0] >= o.min_freq_px)
         boxes, mean = boxes[fits], mean[fits]
@@ -471,26 +501,119 @@ class EnergyDetector:
             )
         snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
-        good = scores >= self.score_threshold
-        boxes, scores = boxes[good], scores[good]
         # Best first; ties broken by position so the output does not depend on label numbering.
-        order = np.lexsort((boxes[:, 1], boxes[:, 0], -scores))[: o.max_detections]
-        boxes, scores = boxes[order], scores[order]
-        if dc_column is not None and o.dc_guard_px > 0:
-            lo, hi = math.floor(dc_column) - o.dc_guard_px, math.floor(dc_column) + o.dc_guard_px + 1
-            outside = ~((boxes[:, 0] >= lo) & (boxes[:, 2] <= hi))
-            boxes, scores = boxes[outside], scores[outside]
-        return boxes, scores
+        order = np.lexsort((boxes[:, 1], boxes[:, 0], -scores))
+        return boxes[order], scores[order]
+
+
+class EnergyDetector:
+    """The model-free energy detector: an :class:`EnergyProposer`'s boxes as Detections.
+
+    Labels are ``"unknown"``. ``proposer``: the shared proposer to use (the registry passes
+    the one a two-stage detector with the same options also uses); None builds one.
+    """
+
+    kind = "energy"
+
+    def __init__(
+        self,
+        name: str = "energy",
+        options: EnergyOptions = EnergyOptions(),
+        *,
+        priority: int = 0,
+        score_threshold: float = 0.0,
+        xp: Any = np,
+        proposer: EnergyProposer | None = None,
+    ) -> None:
+        self.name = name
+        self.proposer = proposer or EnergyProposer(options, xp=xp, where=f"detectors.{name}.options")
+        self.priority = priority
+        self.score_threshold = max(0.0, float(score_threshold))
+
+    @property
+    def options(self) -> EnergyOptions:
+        return self.proposer.options
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: DetectorConfig,
+        xp: Any = np,
+        *,
+        dynamic_range_db: float | None = None,
+        hop: int | None = None,
+        proposer: EnergyProposer | None = None,
+    ) -> EnergyDetector:
+        """Build from a ``[[detectors]]`` record; ``options`` are checked key by key.
+
+        ``score_threshold < 0`` means the default (0: keep every component); ``labels`` does
+        not apply (everything is ``"unknown"``). ``dynamic_range_db`` and ``hop``: pass
+        ``spectrogram.dynamic_range_db`` and ``spectrogram.hop`` so dB margins, scores and the
+        frame geometry are right; explicit ``options`` win. ``proposer``: a shared proposer
+        built from the same options (:func:`energy_options`).
+        """
+        options = energy_options(cfg.options, f"detectors.{cfg.name}.options", dynamic_range_db, hop)
+        if proposer is not None and proposer.options != options:
+            raise ValueError(f"detector {cfg.name!r}: the shared proposer has other options")
+        threshold = cfg.score_threshold if cfg.score_threshold >= 0 else 0.0
+        return cls(
+            cfg.name, options, priority=cfg.priority, score_threshold=threshold, xp=xp, proposer=proposer
+        )
+
+    def warmup(self, frame_shape: tuple[int, int]) -> None:
+        self.proposer.warmup(frame_shape)
+
+    def close(self) -> None:
+        self.proposer.close()
+
+    def propose(
+        self, image: Any, dc_column: float | None = None, rows_per_slice: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pixel boxes and scores of one image with this detector's threshold (not cached)."""
+        return self.proposer.propose(image, dc_column, rows_per_slice, self.score_threshold)
+
+    def for_frame(self, frame: Frame, score_threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """Its proposer's boxes for ``frame``: an EnergyDetector is a Proposer too (the same one)."""
+        return self.proposer.for_frame(frame, score_threshold)
 
     def detect(self, frame: Frame) -> list[Detection]:
-        dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        boxes, scores = self.propose(
-            frame.host_image(), dc_column, frame_rows_per_slice(frame, self.options.hop)
-        )
+        boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
         return [
             frame.detection(x0, y0, x1, y1, score=s, label="unknown", detector=self.name)
             for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist(), strict=True)
         ]
+
+
+def energy_options(
+    options: Any, where: str, dynamic_range_db: float | None = None, hop: int | None = None
+) -> EnergyOptions:
+    """``EnergyOptions`` from a config table, the spectrogram's dB scale and hop filled in unless set."""
+    parsed = parse_options(EnergyOptions, options, where)
+    if dynamic_range_db is not None and "dynamic_range_db" not in options:
+        parsed = dataclasses.replace(parsed, dynamic_range_db=float(dynamic_range_db))
+    if hop is not None and "hop" not in options:
+        parsed = dataclasses.replace(parsed, hop=int(hop))
+    return parsed
+
+
+def _bounding_boxes(ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, kept: np.ndarray, n: int) -> np.ndarray:
+    """Boxes ``(len(kept), 4)`` x0, y0, x1, y1 (float64) of the labels ``kept`` (ascending).
+
+    From the masked pixels' rows ``ys``, columns ``xs`` and labels ``ids``: what
+    ``find_objects`` gives, without scanning the whole label image.
+    """
+    slot = np.full(n + 1, -1, dtype=np.int64)
+    slot[kept] = np.arange(kept.size)
+    j = slot[ids]
+    sel = j >= 0
+    j, y, x = j[sel], ys[sel], xs[sel]
+    x0, y0 = np.full(kept.size, np.iinfo(np.int64).max), np.full(kept.size, np.iinfo(np.int64).max)
+    x1, y1 = np.full(kept.size, -1), np.full(kept.size, -1)
+    np.minimum.at(x0, j, x)
+    np.minimum.at(y0, j, y)
+    np.maximum.at(x1, j, x)
+    np.maximum.at(y1, j, y)
+    return np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float64)  # x1, y1: one past the last
 
 
 def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -595,41 +718,6 @@ def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> No
             combine(out[dst], src[take], out=out[dst])
         else:
             combine(out[:, dst], src[:, take], out=out[:, dst])
-
-
-class _SharedProposals:
-    """The last few frames' proposals, keyed by (image identity, settings); thread-safe.
-
-    An entry holds a reference to its image, so the image's ``id`` cannot be reused by a
-    new frame while the entry lives.
-    """
-
-    def __init__(self, size: int = 4) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[Any, ...], tuple[Any, Future[Any]]] = OrderedDict()
-        self._size = size
-
-    def get(self, key: tuple[Any, ...], image: Any, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            entry = self._entries.get(key)
-            owner = entry is None
-            if entry is None:
-                entry = self._entries[key] = (image, Future())
-                while len(self._entries) > self._size:
-                    self._entries.popitem(last=False)
-        future = entry[1]
-        if owner:
-            try:
-                future.set_result(compute())
-            except Exception as exc:
-                future.set_exception(exc)
-                with self._lock:
-                    self._entries.pop(key, None)
-                raise
-        return future.result()
-
-
-_SHARED = _SharedProposals()
 
 
 def _group_pulse_trains(

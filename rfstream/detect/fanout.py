@@ -26,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from rfstream.detect.base import Detector
+from rfstream.detect.base import AsyncDetector, Detector
 from rfstream.errors import ConfigError
 from rfstream.types import Detection, Frame
 
@@ -47,7 +47,7 @@ class FanOut:
             raise ConfigError(f"detector names must be unique; repeated: {', '.join(dupes)}")
         self.detectors = list(detectors)
         self._by_name = {d.name: d for d in self.detectors}
-        self._async = {d.name for d in self.detectors if callable(getattr(d, "submit", None))}
+        self._async = {d.name for d in self.detectors if isinstance(d, AsyncDetector)}
         # The caller runs one CPU detector itself, so n detectors need n-1 pool threads.
         workers = workers or max(1, len(self.detectors) - 1)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rfstream-detect")

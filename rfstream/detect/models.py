@@ -12,7 +12,7 @@ A model is a file that describes itself. ONNX files carry the contract in
     rfstream.decoder         JSON {"stride", ...} (frame detector only)
     rfstream.training        JSON summary of the data and the run
 
-A TensorRT engine has no room for metadata, so ``build_engine`` writes a
+A TensorRT engine has no room for metadata, so ``tensorrt.build_engine`` writes a
 sidecar ``<engine>.json`` holding the source ONNX file's metadata and what the
 engine was built for (GPU name, compute capability, TensorRT version, source
 sha256). A TorchScript ``.pt`` carries the same JSON as ``<file>.pt.json``.
@@ -54,7 +54,6 @@ __all__ = [
     "InferenceFailed",
     "ModelMetadata",
     "ResolvedModel",
-    "build_engine",
     "check_compatible",
     "default_search_dirs",
     "file_sha256",
@@ -446,59 +445,14 @@ def unique_paths(paths: Iterable[Path]) -> list[Path]:
     return out
 
 
-# --- engines ---------------------------------------------------------------------------------------
-def build_engine(
-    onnx_path: str | os.PathLike[str],
-    out: str | os.PathLike[str] | None = None,
-    *,
-    fp16: bool = True,
-    int8_calibration_frames: str | os.PathLike[str] | None = None,
-    max_batch: int | None = None,
-    workspace_mib: int = 1024,
-    strongly_typed: bool = False,
-) -> Path:
-    """Build a TensorRT engine (and its sidecar) for this GPU from an rfstream ONNX file.
-
-    ``out`` defaults to the ONNX path with ``.engine``; the builder's timing cache is kept
-    beside it (``<engine>.timing``) and reused by the next build on this machine.
-    ``strongly_typed`` (TensorRT 10) takes every precision from the ONNX graph and so
-    excludes ``fp16`` and INT8. ModelError "TensorRT is not installed" where it is not,
-    and for any build failure (see rfstream.detect.tensorrt).
-    """
-    src = Path(onnx_path)
-    meta = read_metadata(src)  # refuses a file without rfstream metadata before TensorRT is touched
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError as exc:
-        raise ModelError(
-            "TensorRT is not installed (pip install 'rfstream[gpu]'; on Jetson it comes with JetPack)"
-        ) from exc
-    from rfstream.detect import tensorrt as trt_backend
-
-    dest = Path(out) if out else src.with_suffix(".engine")
-    target = EngineTarget.current()
-    if max_batch is None:
-        max_batch = 1 if meta.task == "frame_detector" else 256
-    precision = trt_backend.build_serialized_engine(
-        src,
-        dest,
-        meta,
-        fp16=fp16,
-        int8_calibration_frames=Path(int8_calibration_frames) if int8_calibration_frames else None,
-        max_batch=max_batch,
-        workspace_mib=workspace_mib,
-        strongly_typed=strongly_typed,
-    )
-    write_engine_sidecar(dest, src, target, precision=precision, max_batch=max_batch)
-    return dest
-
-
+# --- engine sidecars ------------------------------------------------------------------------------
 def write_engine_sidecar(
     engine: Path, onnx_path: Path, target: EngineTarget, *, precision: str, max_batch: int | None = None
 ) -> None:
     """Write ``<engine>.json``: what the engine was built for and from, and the model's metadata.
 
-    ``build_engine`` calls it; an engine built elsewhere (``trtexec``) gets one the same way.
+    ``rfstream.detect.trt_engine.build_engine`` calls it; an engine built elsewhere
+    (``trtexec``) gets one the same way.
     """
     meta = read_metadata(onnx_path)
     data = {

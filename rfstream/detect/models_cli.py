@@ -83,7 +83,7 @@ def model_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         "training": dict(meta.training),
     }
     if p.suffix == ".onnx":
-        from rfstream.detect.onnx import OrtModel
+        from rfstream.detect.ort import OrtModel
 
         model = OrtModel(p, meta, providers="cpu", threads=1)
         info["inputs"] = model.describe_inputs()
@@ -124,7 +124,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         return 0
     if command == "build-engine":
         resolved = models.resolve_model(args.model, search_dirs=_dirs(args.dir), suffixes=(".onnx",))
-        engine = models.build_engine(
+        from rfstream.detect.trt_engine import build_engine
+
+        engine = build_engine(
             resolved.path,
             args.output,
             fp16=args.fp16,

@@ -5,6 +5,11 @@ Kinds:
 - ``energy``    -> :class:`rfstream.detect.energy.EnergyDetector` (no model).
 - ``two_stage`` -> energy proposals (settings in ``options.energy``) + a crop
   classifier (``model``; ``.engine`` -> ``.onnx``).
+
+The energy detector and a two-stage detector's proposal stage are one
+:class:`rfstream.detect.energy.EnergyProposer` when their energy settings are
+equal (the default): built once here and handed to both, so each frame's
+proposals are computed once. Different settings get their own proposer.
 - ``onnx`` / ``tensorrt`` / ``torch`` -> the full-frame detector. The model name
   resolves ``.engine`` -> ``.onnx`` -> ``.pt`` (see rfstream.detect.models) and the
   backend follows the file found: a TensorRT engine built for this GPU, else ONNX
@@ -50,19 +55,19 @@ def _resolve(cfg: DetectorConfig, dirs: list[Path], suffixes: Sequence[str]) -> 
         raise ModelError(f"detector {cfg.name!r}: {exc}") from exc
 
 
-def _energy(cfg: DetectorConfig, spectrogram_cfg: SpectrogramConfig, xp: Any, options: Any = None) -> Any:
-    """The energy detector, or a two-stage detector's energy stage (``options`` given).
+def _proposer(
+    options: Any, where: str, spectrogram_cfg: SpectrogramConfig, xp: Any, shared: dict[Any, Any]
+) -> Any:
+    """The energy proposer for these options: the one already built for equal options, else a new one.
 
-    The spectrogram's dB scale and hop fix the detector's margins and frame geometry.
+    The spectrogram's dB scale and hop fix the margins and the frame geometry.
     """
-    from rfstream.detect.energy import EnergyDetector, EnergyOptions
+    from rfstream.detect.energy import EnergyProposer, energy_options
 
-    geometry = {"dynamic_range_db": spectrogram_cfg.dynamic_range_db, "hop": spectrogram_cfg.hop}
-    if options is None:
-        return EnergyDetector.from_config(cfg, xp=xp, **geometry)
-    where = f"detectors.{cfg.name}.options.energy"
-    parsed = parse_options(EnergyOptions, {**geometry, **options}, where)
-    return EnergyDetector(f"{cfg.name}.energy", parsed, priority=cfg.priority, score_threshold=0.0, xp=xp)
+    parsed = energy_options(options, where, spectrogram_cfg.dynamic_range_db, spectrogram_cfg.hop)
+    if parsed not in shared:
+        shared[parsed] = EnergyProposer(parsed, xp=xp, where=where)
+    return shared[parsed]
 
 
 def build_detector(
@@ -72,17 +77,31 @@ def build_detector(
     backend: Any,
     search_dirs: list[Path],
     default_threads: int = 0,
+    proposers: dict[Any, Any] | None = None,
 ) -> Detector:
-    """One detector from its record (not warmed up); ``default_threads`` where ``threads = 0``."""
+    """One detector from its record (not warmed up); ``default_threads`` where ``threads = 0``.
+
+    ``proposers``: energy proposers already built, by options (shared and extended here).
+    """
     xp = backend.xp if backend is not None else __import__("numpy")
     where = f"detectors.{cfg.name}.options"
+    proposers = {} if proposers is None else proposers
     if cfg.kind == "energy":
-        return _energy(cfg, spectrogram_cfg, xp)
+        from rfstream.detect.energy import EnergyDetector
+
+        proposer = _proposer(cfg.options, where, spectrogram_cfg, xp, proposers)
+        return EnergyDetector.from_config(
+            cfg,
+            xp=xp,
+            dynamic_range_db=spectrogram_cfg.dynamic_range_db,
+            hop=spectrogram_cfg.hop,
+            proposer=proposer,
+        )
     if cfg.kind == "two_stage":
         from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
 
         options = dict(cfg.options)
-        energy_options = options.pop("energy", {})
+        energy_table = options.pop("energy", {})
         parsed = parse_options(TwoStageOptions, options, where)
         if parsed.threads == 0:
             parsed = dataclasses.replace(parsed, threads=default_threads)
@@ -91,7 +110,7 @@ def build_detector(
         check_compatible(meta, spectrogram_cfg, labels_kept=cfg.labels)
         return TwoStageDetector(
             cfg.name,
-            _energy(cfg, spectrogram_cfg, xp, energy_options),
+            _proposer(energy_table, f"{where}.energy", spectrogram_cfg, xp, proposers),
             resolved.path,
             meta=meta,
             options=parsed,
@@ -100,7 +119,7 @@ def build_detector(
             priority=cfg.priority,
         )
     if cfg.kind in ("onnx", "tensorrt", "torch"):
-        from rfstream.detect.onnx import OnnxOptions
+        from rfstream.detect.ort import OnnxOptions
 
         parsed = parse_options(OnnxOptions, cfg.options, where)
         if parsed.threads == 0:
@@ -128,14 +147,14 @@ def build_detector(
             "decoder_overrides": overrides,
         }
         if resolved.kind == "engine":
-            from rfstream.detect.tensorrt import TensorRTFrameDetector
+            from rfstream.detect.trt_engine import TensorRTFrameDetector
 
             return TensorRTFrameDetector(cfg.name, resolved.path, **common)
         if resolved.kind == "pt":
             from rfstream.detect.torch_backend import TorchFrameDetector
 
             return TorchFrameDetector(cfg.name, resolved.path, threads=parsed.threads, **common)
-        from rfstream.detect.onnx import OnnxFrameDetector
+        from rfstream.detect.ort import OnnxFrameDetector
 
         return OnnxFrameDetector(
             cfg.name, resolved.path, providers=parsed.providers, threads=parsed.threads, **common
@@ -162,11 +181,17 @@ def build_detectors(
     # the cores instead of a pool per session that oversubscribes them (threads = 0 in a record).
     threads = max(1, (os.cpu_count() or 1) // max(1, len(enabled)))
     built: list[Detector] = []
+    proposers: dict[Any, Any] = {}  # one energy proposer per distinct settings, shared
     try:
         for cfg in enabled:
             try:
                 detector = build_detector(
-                    cfg, spectrogram_cfg, backend=backend, search_dirs=dirs, default_threads=threads
+                    cfg,
+                    spectrogram_cfg,
+                    backend=backend,
+                    search_dirs=dirs,
+                    default_threads=threads,
+                    proposers=proposers,
                 )
                 built.append(detector)
                 if warmup:

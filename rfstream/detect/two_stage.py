@@ -1,7 +1,10 @@
 """The two-stage detector: energy proposals, then a crop classifier names each one.
 
-1. The energy detector (``propose``) finds boxes and an energy score per box
-   (mean SNR mapped onto [0, 1]).
+1. An energy proposer (:class:`rfstream.detect.energy.EnergyProposer`) finds
+   boxes and an energy score per box (mean SNR mapped onto [0, 1]). The
+   registry hands the energy detector and the two-stage detector the *same*
+   proposer when their energy settings match, so each frame's proposals are
+   computed once for both.
 2. :func:`rfstream.detect.crops.extract_crops` pads and letterboxes every box to
    64×64, exactly as in training; all crops of the frame go through the
    classifier in **one** batched call (ONNX Runtime, or a TensorRT engine).
@@ -19,8 +22,9 @@
    - detections below ``score_threshold`` (the model's default unless the
      config sets one) are dropped, then ``labels`` (kept labels) filters.
 
-The energy detector keeps its own settings (``options.energy`` table); its
-threshold is left at 0 so the classifier, not the energy score, decides.
+The proposal stage keeps its own settings (``options.energy`` table); no
+energy threshold is applied to the proposals, so the classifier, not the
+energy score, decides.
 """
 
 from __future__ import annotations
@@ -33,9 +37,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rfstream.detect.base import at_least, in_range
+from rfstream.detect.base import BatchModel, Proposer, at_least, in_range
 from rfstream.detect.crops import extract_crops
-from rfstream.detect.energy import EnergyDetector, frame_rows_per_slice
 from rfstream.detect.models import ModelMetadata, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
@@ -66,26 +69,30 @@ def combine_scores(energy: np.ndarray, prob: np.ndarray, class_weight: float) ->
 
 def load_classifier(
     path: str | os.PathLike[str], meta: ModelMetadata, *, providers: Any = "auto", threads: int = 0
-) -> Any:
+) -> BatchModel:
     """A runner with ``run(batch[N,1,S,S]) -> [probs[N,C]]`` for an .onnx file or a TensorRT .engine."""
     if Path(path).suffix == ".engine":
-        from rfstream.detect.tensorrt import TensorRTModel
+        from rfstream.detect.trt_engine import TensorRTModel
 
         return TensorRTModel(path, meta)
-    from rfstream.detect.onnx import OrtModel
+    from rfstream.detect.ort import OrtModel
 
     return OrtModel(path, meta, providers=providers, threads=threads)
 
 
 class TwoStageDetector:
-    """Energy proposals -> letterboxed crops -> one batched classifier call -> labelled Detections."""
+    """Energy proposals -> letterboxed crops -> one batched classifier call -> labelled Detections.
+
+    ``energy``: the proposal stage, possibly shared with the energy detector (it computes each
+    frame once however many detectors ask); this detector does not own it.
+    """
 
     kind = "two_stage"
 
     def __init__(
         self,
         name: str,
-        energy: EnergyDetector,
+        energy: Proposer,
         classifier_path: str | os.PathLike[str],
         *,
         meta: ModelMetadata | None = None,
@@ -109,7 +116,7 @@ class TwoStageDetector:
         self.energy = energy
         self.meta = meta
         self.options = options
-        self.classifier = load_classifier(
+        self.classifier: BatchModel = load_classifier(
             classifier_path, meta, providers=options.providers, threads=options.threads
         )
         self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
@@ -132,22 +139,22 @@ class TwoStageDetector:
                 f"[N, {len(self.meta.labels)}] (one probability per label)"
             )
 
-    def classify(self, image: Any, boxes: np.ndarray) -> np.ndarray:
-        """Class probabilities ``[N, C]`` of the boxes of one host image (one batched call)."""
-        crops = extract_crops(image, boxes, size=self._size, pad_frac=self.options.pad_frac)
+    def classify(self, image: Any, boxes: np.ndarray, fill: float | None = None) -> np.ndarray:
+        """Class probabilities ``[N, C]`` of the boxes of one host image (one batched call).
+
+        ``fill``: the letterbox value (the frame's noise floor, ``Frame.noise_floor``); None
+        measures it from the image.
+        """
+        crops = extract_crops(image, boxes, size=self._size, pad_frac=self.options.pad_frac, fill=fill)
         (probs,) = self.classifier.run(crops)
         return np.asarray(probs, dtype=np.float32)
 
     def detect(self, frame: Frame) -> list[Detection]:
-        image = frame.host_image()
-        dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
-        rows = frame_rows_per_slice(frame, self.energy.options.hop)
-        # Same arguments as the energy detector's own detect(): the proposals are shared.
-        boxes, energy = self.energy.propose(image, dc_column, rows)
+        boxes, energy = self.energy.for_frame(frame)
         if len(boxes) == 0:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
-        probs = self.classify(image, boxes)
+        probs = self.classify(frame.host_image(), boxes, fill=frame.noise_floor)
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
@@ -167,7 +174,4 @@ class TwoStageDetector:
         return out
 
     def close(self) -> None:
-        self.energy.close()
-        close = getattr(self.classifier, "close", None)
-        if close is not None:
-            close()
+        self.classifier.close()  # the proposer is shared, not ours: the registry's detectors close it

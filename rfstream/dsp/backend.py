@@ -26,6 +26,7 @@ class Backend:
     to_device: Callable[[np.ndarray], Any]
     synchronize: Callable[[], None]
     to_sparse: Callable[[Any], Any]  # scipy.sparse CSR -> the backend's CSR
+    workers: int = 1  # host threads the CPU DSP may use (FFT / spectrogram blocks); decided once
 
     @property
     def is_gpu(self) -> bool:
@@ -42,10 +43,19 @@ def cuda_available() -> bool:
         return False
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its CPU affinity; the machine's count where that is unknown)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
 def numpy_backend(workers: int | None = None) -> Backend:
+    """NumPy/SciPy; ``workers`` host threads for the DSP (None: the cores available, at most 4)."""
     import scipy.fft
 
-    workers = workers or min(4, os.cpu_count() or 1)
+    workers = max(1, int(workers)) if workers else min(4, available_cores())
 
     def fft(x: np.ndarray) -> np.ndarray:
         # pocketfft keeps complex64 in single precision; overwrite_x saves a 64 MB copy per chunk.
@@ -60,6 +70,7 @@ def numpy_backend(workers: int | None = None) -> Backend:
         to_device=np.asarray,
         synchronize=lambda: None,
         to_sparse=lambda m: m,
+        workers=workers,
     )
 
 

@@ -208,7 +208,12 @@ class GpuSpectrogrammer:
         self.backend = dataclasses.replace(
             base, to_device=self.stager.to_device, synchronize=self.stream.synchronize
         )
-        self.inner = Spectrogrammer(cfg, self.backend)
+        cfg = cfg or SpectrogramConfig()
+        # The fused log/normalise kernel replaces the array kernel's five-call version.
+        normalise = functools.partial(
+            log_normalise, dynamic_range_db=cfg.dynamic_range_db, floor_offset_db=cfg.floor_offset_db
+        )
+        self.inner = Spectrogrammer(cfg, self.backend, normalise=normalise)
         self.cfg = self.inner.cfg
         self.host_images = HostImageRing((self.cfg.height, self.cfg.width), host_slots)
 

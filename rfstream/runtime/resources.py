@@ -7,7 +7,7 @@
 - ``pinned_host_bytes`` — page-locked host memory held by rfstream's buffer
   rings (the SoapySDR ring on CUDA, the GPU spectrogram's host-image ring).
 - ``onnxruntime`` — the arena settings every rfstream session is built with
-  (rfstream.detect.onnx.SESSION_MEMORY; only a note where no session was ever
+  (rfstream.detect.ort.SESSION_MEMORY; only a note where no session was ever
   built in this process). ONNX Runtime's Python API does not
   expose how much of an arena is in use (the C API's ``OrtAllocator::GetStats``
   has no Python binding), so this is the configuration, and it says so.
@@ -108,7 +108,7 @@ def memory_snapshot() -> dict[str, Any]:
     """
     from rfstream.hostmem import pinned_bytes
 
-    onnx = sys.modules.get("rfstream.detect.onnx")  # loaded wherever a session was built
+    onnx = sys.modules.get("rfstream.detect.ort")  # loaded wherever a session was built
     rss = _rss_bytes()
     return {
         "rss_bytes": rss,

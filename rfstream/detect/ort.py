@@ -1,8 +1,12 @@
 """ONNX Runtime backend: the full-frame detector, and the session wrapper the two-stage detector shares.
 
-A session is built once per detector: graph optimisation ALL, a configurable
-number of intra-op threads, CPU by default, and the CUDA / TensorRT execution
-providers when ``providers = "auto"`` and this onnxruntime build has them. The
+A session is built once per detector from :class:`SessionSettings` (graph
+optimisation level, intra-/inter-op threads, the CPU memory arena and memory
+pattern, spinning), with sequential execution (these graphs are a chain: the
+parallel executor only adds thread hand-overs), CPU by default, and the CUDA /
+TensorRT execution providers when ``providers = "auto"`` and this onnxruntime
+build has them. The settings are constructor parameters so that one thread
+budget can set every session's threads. The
 graph's inputs and outputs are checked against the model's metadata at load,
 so a wrong model is a one-line ModelError at start, not a shape error on the
 first chunk. Run-time failures become :class:`InferenceFailed` (counted by the
@@ -10,8 +14,11 @@ fan-out, the stream goes on).
 
 ONNX Runtime releases the GIL inside ``run``, so several sessions in the
 fan-out's thread pool really do run at once. Its intra-op threads do not spin
-while idle here (``allow_spinning = 0``): on a small CPU shared by several
+while idle by default (``allow_spinning = 0``): on a small CPU shared by several
 sessions, spinning workers steal the cores the other detectors need.
+
+A model quantised to INT8 by :mod:`rfstream.detect.quantize` (QDQ format, float
+input and outputs) loads and runs here like any other.
 
 On the CUDA (or TensorRT) execution provider a frame whose image is already on
 the GPU (the CuPy spectrogram) is fed with **IOBinding**: the input is bound to
@@ -27,6 +34,7 @@ summary "IOBinding"; not run on a GPU here, see docs/gpu.md.)
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -42,15 +50,16 @@ from rfstream.detect.models import InferenceFailed, ModelMetadata, read_metadata
 from rfstream.errors import ConfigError, ModelError
 from rfstream.types import Detection, Frame
 
-__all__ = ["OnnxFrameDetector", "OnnxOptions", "OrtModel", "select_providers"]
+__all__ = ["OnnxFrameDetector", "OnnxOptions", "OrtModel", "SessionSettings", "select_providers"]
 
 _PROVIDERS = {
     "cpu": "CPUExecutionProvider",
     "cuda": "CUDAExecutionProvider",
     "tensorrt": "TensorrtExecutionProvider",
 }
-# Memory settings every session is built with, set explicitly so that what
-# rfstream.runtime.resources reports is what the sessions use. The CUDA provider's arena is left
+# Memory settings every session is built with (the defaults of SessionSettings; rfstream builds
+# none with other values), set explicitly so that what rfstream.runtime.resources reports is
+# what the sessions use. The CUDA provider's arena is left
 # at ONNX Runtime's defaults (OrtCUDAProviderOptions: arena_extend_strategy 0 = kNextPowerOfTwo,
 # gpu_mem_limit SIZE_MAX).
 SESSION_MEMORY: dict[str, Any] = {
@@ -78,6 +87,42 @@ class OnnxOptions:
     mask_threshold: float = field(
         default=-1.0, metadata=in_range(-1.0, 1.0, "objectness cut for decoding; < 0 = the model's")
     )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSettings:
+    """How one ONNX Runtime session runs; decided when the session is built."""
+
+    intra_op_threads: int = 0  # threads inside an operator; 0 = ONNX Runtime's default (all cores)
+    inter_op_threads: int = 1  # threads across operators; only a parallel executor uses them
+    optimization: Literal["disable", "basic", "extended", "all"] = "all"  # graph optimisation level
+    # Reuse activation memory across runs instead of malloc/free per run.
+    cpu_arena: bool = SESSION_MEMORY["enable_cpu_mem_arena"]
+    # Plan activation buffers once from the first run's shapes.
+    memory_pattern: bool = SESSION_MEMORY["enable_mem_pattern"]
+    spinning: bool = False  # intra-op workers busy-wait between operators (fast only on idle cores)
+
+    def session_options(self) -> Any:
+        """The ``onnxruntime.SessionOptions`` for these settings (sequential execution)."""
+        import onnxruntime as ort
+
+        levels = {
+            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }
+        options = ort.SessionOptions()
+        options.graph_optimization_level = levels[self.optimization]
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = max(0, int(self.intra_op_threads))
+        options.inter_op_num_threads = max(0, int(self.inter_op_threads))
+        options.enable_cpu_mem_arena = self.cpu_arena
+        options.enable_mem_pattern = self.memory_pattern
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "1" if self.spinning else "0")
+        options.log_severity_level = 3  # ORT's own warnings (unused initialisers...) are not ours to show
+        return options
 
 
 def select_providers(providers: str | Sequence[str] = "auto") -> list[str]:
@@ -134,7 +179,10 @@ def _dim(value: Any) -> int | None:
 
 
 class OrtModel:
-    """One ONNX Runtime session on an rfstream model, its I/O checked against the metadata."""
+    """One ONNX Runtime session on an rfstream model, its I/O checked against the metadata.
+
+    ``settings``: how the session runs; ``threads`` (when > 0) sets its intra-op threads.
+    """
 
     def __init__(
         self,
@@ -143,23 +191,20 @@ class OrtModel:
         *,
         providers: str | Sequence[str] = "auto",
         threads: int = 0,
+        settings: SessionSettings = SessionSettings(),
     ) -> None:
         import onnxruntime as ort
 
         self.path = Path(path)
         self.meta = meta = meta or read_metadata(self.path)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # ORT's own warnings (unused initialisers...) are not ours to show
-        options.enable_cpu_mem_arena = SESSION_MEMORY["enable_cpu_mem_arena"]
-        options.enable_mem_pattern = SESSION_MEMORY["enable_mem_pattern"]
+        if threads > 0:
+            settings = dataclasses.replace(settings, intra_op_threads=int(threads))
+        self.settings = settings
         self.providers = select_providers(providers)
         try:
-            self.session = ort.InferenceSession(str(self.path), options, providers=self.providers)
+            self.session = ort.InferenceSession(
+                str(self.path), settings.session_options(), providers=self.providers
+            )
         except Exception as exc:  # ORT raises untyped pybind errors (Fail, InvalidGraph, NoSuchFile...)
             raise ModelError(f"model {self.path} cannot be loaded by ONNX Runtime: {_one_line(exc)}") from exc
         self._check_io()
@@ -267,6 +312,9 @@ class OrtModel:
                 f"model {self.path.name}: ONNX Runtime IOBinding run failed: {_one_line(exc)}"
             ) from exc
 
+    def close(self) -> None:
+        """Nothing to release by hand: the session and its arena go with the object."""
+
 
 class OnnxFrameDetector:
     """The learned full-frame detector on ONNX Runtime: frame -> heatmaps -> decoded Detections."""
@@ -284,6 +332,7 @@ class OnnxFrameDetector:
         priority: int = 0,
         providers: str | Sequence[str] = "auto",
         threads: int = 0,
+        settings: SessionSettings = SessionSettings(),
         decoder_overrides: dict[str, Any] | None = None,
     ) -> None:
         meta = meta or read_metadata(model_path)
@@ -299,7 +348,7 @@ class OnnxFrameDetector:
         self.name = name
         self.priority = priority
         self.meta = meta
-        self.model = OrtModel(model_path, meta, providers=providers, threads=threads)
+        self.model = OrtModel(model_path, meta, providers=providers, threads=threads, settings=settings)
         h, w = meta.input_size
         self._input = np.zeros((1, 1, h, w), dtype=np.float32)  # staging for device or odd-typed frames
 
@@ -356,4 +405,4 @@ class OnnxFrameDetector:
         return self.decode(objectness, class_probs, frame)
 
     def close(self) -> None:
-        pass  # the session goes with the object; nothing device-side to release
+        self.model.close()

@@ -64,7 +64,14 @@ import numpy as np
 import structlog
 
 from rfstream.detect.decode import FrameDecoder
-from rfstream.detect.models import InferenceFailed, ModelMetadata, engine_mismatch, read_metadata
+from rfstream.detect.models import (
+    EngineTarget,
+    InferenceFailed,
+    ModelMetadata,
+    engine_mismatch,
+    read_metadata,
+    write_engine_sidecar,
+)
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
@@ -627,3 +634,47 @@ def build_serialized_engine(
         timing_cache_loaded=cache_loaded,
     )
     return plan.precision
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    fp16: bool = True,
+    int8_calibration_frames: str | os.PathLike[str] | None = None,
+    max_batch: int | None = None,
+    workspace_mib: int = 1024,
+    strongly_typed: bool = False,
+) -> Path:
+    """Build a TensorRT engine (and its sidecar) for this GPU from an rfstream ONNX file.
+
+    ``out`` defaults to the ONNX path with ``.engine``; the builder's timing cache is kept
+    beside it (``<engine>.timing``) and reused by the next build on this machine.
+    ``strongly_typed`` (TensorRT 10) takes every precision from the ONNX graph and so
+    excludes ``fp16`` and INT8. ModelError "TensorRT is not installed" where it is not,
+    and for any build failure (see rfstream.detect.trt_engine).
+    """
+    src = Path(onnx_path)
+    meta = read_metadata(src)  # refuses a file without rfstream metadata before TensorRT is touched
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as exc:
+        raise ModelError(
+            "TensorRT is not installed (pip install 'rfstream[gpu]'; on Jetson it comes with JetPack)"
+        ) from exc
+    dest = Path(out) if out else src.with_suffix(".engine")
+    target = EngineTarget.current()
+    if max_batch is None:
+        max_batch = 1 if meta.task == "frame_detector" else 256
+    precision = build_serialized_engine(
+        src,
+        dest,
+        meta,
+        fp16=fp16,
+        int8_calibration_frames=Path(int8_calibration_frames) if int8_calibration_frames else None,
+        max_batch=max_batch,
+        workspace_mib=workspace_mib,
+        strongly_typed=strongly_typed,
+    )
+    write_engine_sidecar(dest, src, target, precision=precision, max_batch=max_batch)
+    return dest

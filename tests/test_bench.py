@@ -1,0 +1,99 @@
+"""``rfstream bench``'s spectrogram peer rows and per-stage CPU costs (figures are reported, not asserted)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import replace
+
+import pytest
+import structlog
+
+from rfstream.bench import format_peers, spectrogram_peers, stage_cpu
+from rfstream.cli import main
+from rfstream.config import Config, DetectorConfig, SpectrogramConfig
+
+SMALL = Config()
+SMALL = replace(
+    SMALL,
+    spectrogram=SpectrogramConfig(nfft=1024, hop=512, width=256, height=128),
+    source=replace(SMALL.source, chunk_ms=50.0),
+)
+
+
+@pytest.fixture
+def restore_logging():
+    """``main`` configures logging (and captures warnings) for the process: undo it afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    logging.captureWarnings(False)
+    structlog.reset_defaults()
+
+
+def test_peer_rows_time_every_contender_on_the_same_slices():
+    pytest.importorskip("torch")
+    row = spectrogram_peers(SMALL, 2e6, repeats=2)
+    assert row["slices"] == (100_000 - 1024) // 512 + 1
+    for name in ("rfstream", "fft_floor", "scipy_stft", "torch_stft"):
+        assert row[name]["ms"] > 0 and row[name]["cpu_ms"] >= 0
+    for name in ("fft_floor", "scipy_stft", "torch_stft"):
+        # The ratio is peer / rfstream per round; its median lies within the rounds' extremes.
+        assert row[name]["ratio"] > 0
+    # GFLOP/s is 5 N log2 N per slice over the stage's wall time.
+    want = row["slices"] * 5 * 1024 * 10 / (row["rfstream"]["ms"] * 1e-3) / 1e9
+    assert row["rfstream"]["gflops"] == pytest.approx(want, rel=0.02, abs=0.01)
+    lines = format_peers({"spectrogram_peers": [row]})
+    assert "scipy.stft" in lines[1] and lines[2].split()[0] == "2"
+    assert row["scipy_stft"]["cpu_ratio"] > 0
+
+
+def test_stage_cpu_names_the_spectrogram_and_each_detector():
+    from rfstream.detect.energy import EnergyDetector
+
+    costs = stage_cpu(SMALL, 2e6, chunks=2, detectors=[EnergyDetector("energy")])
+    assert set(costs) == {"spectrogram", "detector.energy"}
+    assert all(v >= 0 for v in costs.values())
+
+
+def test_bench_json_carries_the_peer_rows(capsys, tmp_path, restore_logging):
+    cfg = tmp_path / "energy.toml"
+    cfg.write_text(
+        "[spectrogram]\nnfft = 1024\nhop = 512\nwidth = 256\nheight = 128\n\n"
+        '[[detectors]]\nname = "energy"\nkind = "energy"\n'
+    )
+    rc = main(
+        [
+            "bench",
+            "--config",
+            str(cfg),
+            "--rates",
+            "1e6",
+            "--chunks",
+            "2",
+            "--chunk-ms",
+            "50",
+            "--peers",
+            "1",
+            "--json",
+            "-q",
+        ]
+    )
+    assert rc == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["detectors"] == ["energy"]
+    assert [p["sample_rate_hz"] for p in report["spectrogram_peers"]] == [1e6]
+    assert set(report["stage_cpu_ms"][0]) == {"sample_rate_hz", "spectrogram", "detector.energy"}
+    assert "spectrogram vs peers" in report["table"]
+
+
+def test_bench_without_peers_and_a_bad_count(capsys, restore_logging):
+    cfg = replace(SMALL, detectors=(DetectorConfig(name="energy", kind="energy"),))
+    from rfstream.bench import run_bench
+
+    report = run_bench(cfg, [1e6], chunks=2, peers=0)
+    assert "spectrogram_peers" not in report and "spectrogram vs peers" not in report["table"]
+    assert main(["bench", "--rates", "1e6", "--peers", "-1"]) != 0
+    assert "rfstream: error: --peers must be >= 0" in capsys.readouterr().err
