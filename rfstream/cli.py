@@ -191,15 +191,28 @@ def cmd_replay(args: argparse.Namespace) -> int:
         extra["publish.annotations"] = args.annotate
     cfg = _load(args, _REPLAY_FLAGS, extra)
     started = time.monotonic()
+    json_lines = args.json or args.output_format == "json"
+    if json_lines:
+        from rfstream.sinks.jsonl import JsonLinesSink
+
+        factories = [lambda _info: JsonLinesSink()]
+    else:
+        factories = []
     if cfg.source.realtime:
         # Paced like a live source: the daemon's runtime (notify, watchdog, signals, SIGHUP, health).
         from rfstream.daemon import Daemon
 
-        summary = Daemon(cfg, config_path=args.config).run()
+        summary = Daemon(cfg, config_path=args.config, sink_factories=factories).run()
     else:
         from rfstream.runner import run_pipeline
 
-        summary = run_pipeline(cfg, lossless=True, progress=_interactive(args), config_dir=_config_dir(args))
+        summary = run_pipeline(
+            cfg,
+            sink_factories=factories,
+            lossless=True,
+            progress=_interactive(args) and not json_lines,
+            config_dir=_config_dir(args),
+        )
     if not args.quiet:
         _print_summary(summary, started=started)
         if cfg.publish.annotations:
@@ -419,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
     p.add_argument("--no-publish", action="store_true", help="do not open a ZeroMQ socket")
     p.add_argument("--spectrogram", action="store_true", help="also publish the spectrogram topic")
+    p.add_argument(
+        "--json", action="store_true", help="print each detection as a JSON line on stdout (the wire schema)"
+    )
+    p.add_argument("-F", dest="output_format", choices=("json",), help="rtl_433 style: -F json is --json")
     p.set_defaults(func=cmd_replay)
 
     p = verbs.add_parser("demo", help="synthesise a labelled capture, detect, track, score and draw it")
@@ -494,13 +511,28 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plugin_verb(
         verbs, "proxy", "rfstream.sinks.proxy", "forward many rfstream publishers to one endpoint (XSUB/XPUB)"
     )
+    _add_plugin_verb(
+        verbs, "render", "rfstream.render_cli", "draw a recording (and detections) as a PNG", config=True
+    )
+    _add_plugin_verb(verbs, "view", "rfstream.web.view_cli", "live web viewer of a publisher (needs 'web')")
+    _add_plugin_verb(
+        verbs,
+        "serve",
+        "rfstream.web.serve_cli",
+        "detection over HTTP: POST /api/detect (needs 'web')",
+        config=True,
+    )
     for p in (parser, *verbs.choices.values()):
         p._negative_number_matcher = _NEGATIVE_NUMBER  # see _NEGATIVE_NUMBER
     return parser
 
 
-def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str) -> None:
-    """A verb whose options live in its own module (``add_arguments`` / ``run``)."""
+def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str, *, config: bool = False) -> None:
+    """A verb whose options live in its own module (``add_arguments`` / ``run``).
+
+    With ``config``, the verb also takes the configuration options and its ``run(args, cfg)``
+    gets the loaded Config; the module's ``config_overrides(args)`` maps its own flags to keys.
+    """
     import importlib
 
     p = verbs.add_parser(name, help=help_text)
@@ -510,7 +542,11 @@ def _add_plugin_verb(verbs: Any, name: str, module: str, help_text: str) -> None
         p.set_defaults(func=lambda _args: _missing(name))
         return
     mod.add_arguments(p)
-    p.set_defaults(func=mod.run)
+    if config:
+        _add_config_options(p)
+        p.set_defaults(func=lambda args: mod.run(args, _load(args, {}, mod.config_overrides(args))))
+    else:
+        p.set_defaults(func=mod.run)
 
 
 def _missing(name: str) -> int:

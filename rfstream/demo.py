@@ -67,7 +67,14 @@ def truth_fc(meta: Path) -> float:
 
 def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int, quiet: bool = False) -> int:
     from rfstream.eval import clip_to_frames, evaluate, split_by_snr
-    from rfstream.render import render_waterfall
+    from rfstream.render import (
+        Waterfall,
+        boxes_from_annotations,
+        boxes_from_detections,
+        db_range,
+        describe,
+        draw_png,
+    )
     from rfstream.runner import collect_run, progress_callback
     from rfstream.sinks.sigmf_annotations import AnnotationWriter
     from rfstream.sources.sigmf import read_annotations
@@ -108,7 +115,16 @@ def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int,
         print()
         print(tracks_table(list(tracks.values())))
         print()
-    png = render_waterfall([r.frame for r in results], detections, out / "waterfall.png")
+    waterfall = Waterfall(rows_per_frame=max(8, 1400 // max(1, len(results))))
+    for r in results:
+        waterfall.add(r.frame)
+    png = draw_png(
+        waterfall,
+        boxes_from_annotations(truth) + boxes_from_detections(detections),
+        out / "waterfall.png",
+        title=describe(meta.name, waterfall),
+        db_range=db_range(cfg.spectrogram),
+    ).path
 
     say("4/4 scoring against the capture's own annotations (time-frequency IoU)")
     truth = clip_to_frames(truth, [r.frame for r in results])  # scored per frame, as detected
@@ -142,7 +158,7 @@ def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int,
         f"outputs in {out}/:\n"
         f"  {meta.name} (+ .sigmf-data)  the synthesised capture, annotated with its ground truth\n"
         f"  {annotated.name}  rfstream's detections as SigMF annotations\n"
-        f"  {png.name}  waterfall with the detection boxes\n"
+        f"  {png.name}  waterfall: detections (solid, by label) over the truth (dashed white)\n"
         f"  eval.json  precision / recall / F1 / AP at IoU 0.5 and 0.25"
     )
     return 0

@@ -19,6 +19,9 @@ opened is closed before the error leaves:
 4. the detectors, warmed up;
 5. the SigMF annotation writer (``publish.annotations``) and any sinks the verb
    adds.
+
+Detectors passed in (``detectors=``, e.g. the HTTP service's, loaded once for
+many requests) stay the caller's: the Pipeline uses them but never closes them.
 """
 
 from __future__ import annotations
@@ -135,13 +138,16 @@ def assemble(
         if cfg.publish.endpoint:
             from rfstream.sinks.zmq import ZmqPublisher
 
-            publisher = ZmqPublisher(cfg.publish)
+            floor = -cfg.spectrogram.floor_offset_db  # the spectrogram's dB scale, for viewers' colour bars
+            publisher = ZmqPublisher(cfg.publish, db_range=(floor, floor + cfg.spectrogram.dynamic_range_db))
             opened.items.append(publisher)
             all_sinks.insert(0, publisher)
             metrics.extra["publish"] = publisher.stats
         if detectors is None:
             detectors = build_detectors(cfg, config_dir)
             opened.items.append(_Closer(detectors))
+        else:
+            detectors = [_Borrowed(d) for d in detectors]
         backend = get_backend(cfg.spectrogram.backend)
         if source is None:  # a live SDR: opened last, after the models are warm
             source = open_source(cfg.source, pinned=backend.is_gpu)  # pinned buffers feed the GPU
@@ -187,6 +193,28 @@ class _Closer:
     def close(self) -> None:
         for d in self._detectors:
             d.close()
+
+
+class _Borrowed:
+    """A detector lent to one Pipeline: everything passes through but ``close``, which stays the lender's."""
+
+    def __init__(self, detector: Detector) -> None:
+        self._detector = detector
+        self.name = detector.name
+        self.kind = detector.kind
+        self.priority = detector.priority
+
+    def detect(self, frame: Any) -> Any:
+        return self._detector.detect(frame)
+
+    def warmup(self, frame_shape: tuple[int, int]) -> None:
+        self._detector.warmup(frame_shape)
+
+    def close(self) -> None:
+        """The lender closes it."""
+
+    def __getattr__(self, name: str) -> Any:  # a GPU detector's submit/collect pass through too
+        return getattr(self._detector, name)
 
 
 def run_pipeline(

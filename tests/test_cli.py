@@ -227,7 +227,7 @@ def test_demo_writes_its_outputs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "outputs in" in proc.stdout and "label" in proc.stdout
     with Image.open(out / "waterfall.png") as png:
-        assert png.format == "PNG" and png.width == 1024 and png.height > 0
+        assert png.format == "PNG" and png.width == 1280 and png.height == 800  # rfstream.render
     report = json.loads((out / "eval.json").read_text())
     assert set(report) == {"label_agnostic", "label_aware", "snr_ge_10db"}
     sigmf.sigmffile.fromfile(str(out / "demo-detections.sigmf-meta")).validate()

@@ -104,7 +104,7 @@ def host_consumers(tmp_path):
     from rfstream.detect.energy import EnergyDetector
     from rfstream.detect.ort import OnnxFrameDetector
     from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
-    from rfstream.render import render_waterfall
+    from rfstream.render import Waterfall
     from rfstream.sinks.zmq import encode_spectrogram
 
     # refine=True: the decoder itself reads the image (noise floor, box refinement).
@@ -123,14 +123,19 @@ def host_consumers(tmp_path):
         "onnx+decoder": lambda f: boxes(onnx.detect(f)),
         "two_stage": lambda f: boxes(two.detect(f)),
         "zmq_spectrogram": lambda f: encode_spectrogram(f, 2)["data"],
-        "render": lambda f: render_waterfall(
-            [f], [], tmp_path / f"r{f.chunk.seq}.png", rows_per_frame=16, width=64
-        ).read_bytes(),
+        "render": lambda f: _waterfall_of(Waterfall, f),
     }
     torch = _maybe_torch()
     if torch is not None:
         consumers["torch"] = _torch_consumer(torch, tmp_path)
     return consumers
+
+
+def _waterfall_of(waterfall_cls, frame) -> bytes:
+    """rfstream render's consumer: the frame pooled into a Waterfall, as its picture's pixels."""
+    waterfall = waterfall_cls(rows_per_frame=16, width=64)
+    waterfall.add(frame)
+    return waterfall.grid().tobytes()
 
 
 def _maybe_torch():

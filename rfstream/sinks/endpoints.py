@@ -11,10 +11,23 @@ rfstream/sinks/security.py.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
+from dataclasses import dataclass
 
 from rfstream.errors import ConfigError
 
-__all__ = ["check_listen", "check_zmq_endpoint", "is_local_endpoint", "is_loopback_host"]
+__all__ = [
+    "HttpListen",
+    "check_http_listen",
+    "check_listen",
+    "check_zmq_endpoint",
+    "is_local_endpoint",
+    "is_loopback_host",
+]
+
+MAX_TOKEN_FILE_BYTES = 4096
+MIN_TOKEN_CHARS = 16
 
 
 def is_loopback_host(host: str) -> bool:
@@ -81,3 +94,63 @@ def check_listen(text: str, *, allow_remote: bool, key: str, opt_in: str) -> tup
             f"config key '{key}': {text} is not a loopback address; set {opt_in} to serve beyond this host"
         )
     return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpListen:
+    """Where an HTTP listener binds, and the bearer token every request must carry (None: none needed)."""
+
+    host: str
+    port: int
+    token: str | None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def check_http_listen(listen: str, *, token_file: str | None, key: str = "--listen") -> HttpListen:
+    """Where an HTTP API (the viewer, the detection service) listens, and the token it demands.
+
+    :func:`check_listen` decides what counts as this host; beyond it, the opt-in is a bearer
+    token read from a file that only its owner can read (mode 0600 or stricter), just as a
+    remote ZeroMQ endpoint needs CURVE. A token file given for a loopback address is enforced too.
+    """
+    token = _read_token(token_file, key) if token_file else None
+    host, port = check_listen(
+        listen,
+        allow_remote=token is not None,
+        key=key,
+        opt_in=(
+            "--token-file FILE (a bearer token in a file only you can read: "
+            "`(umask 077 && openssl rand -hex 32 > token)`)"
+        ),
+    )
+    return HttpListen(host, port, token)
+
+
+def _read_token(path: str, key: str) -> str:
+    where = f"{key}: token file {path}"
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise ConfigError(f"{where}: {exc.strerror}") from exc
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"{where} is not a regular file")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"{where} is readable by others (mode {stat.S_IMODE(info.st_mode):04o}); chmod 600 {path}"
+        )
+    if info.st_size > MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(f"{where} is larger than {MAX_TOKEN_FILE_BYTES} bytes; it should hold one token")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where} cannot be read: {exc}") from exc
+    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+        raise ConfigError(
+            f"{where} must hold one token of at least {MIN_TOKEN_CHARS} characters without spaces"
+        )
+    return token

@@ -80,6 +80,9 @@ class Proxy:
         self._control.bind(self._control_addr)
         try:
             self._xpub.sndhwm = sndhwm
+            # every subscription travels upstream, not only a topic's first: so each late joiner
+            # behind the proxy (a viewer opened later) gets the publishers' track snapshot
+            self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
             self._xpub.linger = 0
             self._xsub.linger = 0
             if curve_secret_key:

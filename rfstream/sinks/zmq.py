@@ -123,8 +123,13 @@ def encode_track_snapshot(seq: int, live: list[Track]) -> dict[str, Any]:
     }
 
 
-def encode_spectrogram(frame: Frame, decimate: int) -> dict[str, Any]:
+def encode_spectrogram(
+    frame: Frame, decimate: int, db_range: tuple[float, float] | None = None
+) -> dict[str, Any]:
     """The ``spectrogram`` payload: the image as uint8, max-pooled ``decimate``×``decimate``.
+
+    ``db_range``: the dB above the noise floor that pixel values 0 and 255 stand for (sent as
+    ``db_min``/``db_max`` so a viewer can label its colour bar).
 
     Max rather than every-Nth: a signal one column wide must not vanish from the GUI.
     Reads the frame through its host door (already copied for the detectors).
@@ -134,7 +139,7 @@ def encode_spectrogram(frame: Frame, decimate: int) -> dict[str, Any]:
     if decimate > 1:
         image = image[: h * decimate, : w * decimate].reshape(h, decimate, w, decimate).max(axis=(1, 3))
     pixels = (image * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
-    return {
+    payload = {
         "v": SCHEMA_VERSION,
         "seq": int(frame.chunk.seq),
         "height": h,
@@ -146,6 +151,9 @@ def encode_spectrogram(frame: Frame, decimate: int) -> dict[str, Any]:
         "df_hz": float(frame.df_hz) * decimate,
         "data": np.ascontiguousarray(pixels).tobytes(),
     }
+    if db_range is not None:
+        payload["db_min"], payload["db_max"] = float(db_range[0]), float(db_range[1])
+    return payload
 
 
 def _pack_extra(obj: Any) -> Any:
@@ -174,7 +182,13 @@ def bind_error(endpoint: str, exc: zmq.ZMQError) -> SinkError:
 class ZmqPublisher:
     """The ZeroMQ sink. Thread-safe: one lock around the socket, held only for NOBLOCK sends."""
 
-    def __init__(self, cfg: PublishConfig, *, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        cfg: PublishConfig,
+        *,
+        context: zmq.Context | None = None,
+        db_range: tuple[float, float] | None = None,
+    ) -> None:
         check_zmq_endpoint(cfg.endpoint, allow_remote=cfg.allow_remote)
         check_publish_security(cfg)
         self._own_context = context is None
@@ -209,6 +223,7 @@ class ZmqPublisher:
         self._lock = threading.Lock()
         self._configured_decimate = cfg.spectrogram_decimate if cfg.spectrogram else 0
         self._decimate = self._configured_decimate  # 0: not published
+        self._db_range = db_range
         self._live: dict[int, Track] = {}
         self._last_seq = -1
         self._sent = 0
@@ -234,7 +249,9 @@ class ZmqPublisher:
             if result.track_events:
                 self._send_events(result.track_events, seq)
             if self._decimate:
-                self._send(TOPIC_SPECTROGRAM, encode_spectrogram(result.frame, self._decimate))
+                self._send(
+                    TOPIC_SPECTROGRAM, encode_spectrogram(result.frame, self._decimate, self._db_range)
+                )
 
     def publish_track_events(self, events: tuple[TrackEvent, ...], seq: int) -> None:
         """Track events outside a chunk (the tracks ended when the stream ends), as a ``tracks`` message."""

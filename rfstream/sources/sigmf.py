@@ -101,6 +101,7 @@ class Annotation:
     comment: str
     raw_label: str = ""  # core:label as written
     generator: str = ""  # core:generator as written ("rfstream" marks rfstream's own detections)
+    score: float | None = None  # rfstream:score, where rfstream wrote the annotation
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,6 +594,7 @@ def read_annotations(
                 comment=ann.comment,
                 raw_label=raw_label,
                 generator=ann.generator,
+                score=ann.score,
             )
         )
     return out

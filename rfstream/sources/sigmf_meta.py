@@ -43,6 +43,7 @@ the field:
     annotations: label, comment,  strings
       generator
     annotations: rfstream:snr_db  a finite number
+    annotations: rfstream:score   a number in [0, 1]
     ============================  =================================================
 
 "An integer" follows JSON Schema: a number without a fractional part, so ``16.0``
@@ -121,6 +122,7 @@ class AnnotationMeta:
     comment: str
     generator: str
     snr_db: float | None
+    score: float | None  # rfstream:score, on annotations rfstream wrote
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +354,7 @@ def _annotation(ann: Mapping[str, Any], i: int, name: str, offset: int) -> Annot
         comment=f.string("core:comment", ""),
         generator=f.string("core:generator", ""),
         snr_db=f.number("rfstream:snr_db", low=-1e6, high=1e6),
+        score=f.number("rfstream:score", low=0.0, high=1.0),
     )
 
 
