@@ -23,7 +23,9 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,6 +197,9 @@ def run_cli(argv: list[str], timeout_s: float = RUN_TIMEOUT_S) -> Outcome:
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     outcome = Outcome(list(argv), None, "", "")
+    here = os.getcwd()
+    scratch = tempfile.mkdtemp(prefix="rfstream-fuzz-cwd-")
+    os.chdir(scratch)  # a fuzzed setting that names a relative file writes it here, not in the checkout
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
@@ -206,6 +211,8 @@ def run_cli(argv: list[str], timeout_s: float = RUN_TIMEOUT_S) -> Outcome:
     except BaseException as exc:  # anything escaping main is what the fuzz looks for
         outcome.escaped = exc
     finally:
+        os.chdir(here)
+        shutil.rmtree(scratch, ignore_errors=True)
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         from rfstream.runtime.logging import configure_logging
