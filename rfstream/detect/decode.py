@@ -18,9 +18,16 @@ map (softmax over the model's labels). Decoding:
    above the frame's noise floor (``Frame.noise_floor``, set by the spectrogram
    stage; measured from the image only for frames without it) — the heatmap
    says *where* a signal is, the pixels say *exactly how wide*;
-4. label = argmax of the component's mean class probabilities; score = mean
-   objectness over the component × that class probability; components below
-   ``score_threshold`` or smaller than ``min_cells`` are dropped.
+4. label = argmax of the component's mean class probabilities; raw score = mean
+   objectness over the component × that class probability; components smaller
+   than ``min_cells`` are dropped;
+5. calibration: a model whose metadata carries ``rfstream.calibration`` (per-label
+   Platt scaling fitted on validation captures at training time, see
+   :mod:`rfstream.train.calibrate`) publishes the calibrated score — the
+   probability that the box is a real signal of that label — and its threshold
+   is on that scale (the calibration's max-F1 operating threshold unless the
+   config sets one). Components whose (calibrated) score is below
+   ``score_threshold`` are dropped.
 
 The box goes through ``frame.detection`` so pixel→physical conversion stays in
 the Frame.
@@ -35,11 +42,12 @@ from typing import Any
 import numpy as np
 import scipy.ndimage
 
+from rfstream.detect.calibration import Calibration
 from rfstream.detect.crops import frame_noise_floor
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
-__all__ = ["decode_frame_detector", "refine_box"]
+__all__ = ["FrameDecoder", "decode_frame_detector", "model_threshold", "refine_box"]
 
 _FOUR_CONNECTED = scipy.ndimage.generate_binary_structure(2, 1)
 
@@ -97,11 +105,14 @@ def decode_frame_detector(
     min_cells: int = 2,
     refine: bool = True,
     refine_frac: float = 0.5,
+    calibration: Calibration | None = None,
     **_params: Any,
 ) -> list[Detection]:
     """Heatmaps of one frame (``objectness [1,h,w]``, ``class_probs [C,h,w]``) -> Detections.
 
-    Unknown keyword parameters (from a newer model's ``rfstream.decoder``) are ignored.
+    ``calibration``: raw score -> calibrated score per label (None: raw scores);
+    ``score_threshold`` applies to the score published. Unknown keyword parameters
+    (from a newer model's ``rfstream.decoder``) are ignored.
     """
     obj = np.asarray(objectness, dtype=np.float32)
     probs = np.asarray(class_probs, dtype=np.float32)
@@ -131,6 +142,8 @@ def decode_frame_detector(
             if int(inside.sum()) < min_cells:
                 continue
             score = float(obj[window][inside].mean()) * float(probs[c][window][inside].mean())
+            if calibration is not None:
+                score = calibration.score(label, score)
             if score < score_threshold:
                 continue
             rows, cols = window
@@ -147,6 +160,19 @@ def decode_frame_detector(
     return detections
 
 
+def model_threshold(meta: Any) -> tuple[Calibration | None, float]:
+    """A model's calibration (None when it has none) and its default threshold on that scale.
+
+    A calibrated model's threshold is its calibration's operating threshold (max F1 on
+    validation data) when it has one, else ``rfstream.score_threshold``.
+    """
+    calibration = getattr(meta, "calibration", None)
+    if calibration is None or calibration.is_identity:
+        return None, float(meta.score_threshold)
+    threshold = calibration.threshold
+    return calibration, float(meta.score_threshold if threshold is None else threshold)
+
+
 @dataclass(frozen=True, slots=True)
 class FrameDecoder:
     """A frame detector's outputs -> Detections, set up once from the model's metadata.
@@ -159,9 +185,10 @@ class FrameDecoder:
     detector_name: str
     labels: tuple[str, ...]
     stride: int
-    score_threshold: float
+    score_threshold: float  # on the calibrated scale when ``calibration`` is set
     labels_kept: frozenset[str]
     params: Mapping[str, Any]
+    calibration: Calibration | None = None
 
     @classmethod
     def for_model(
@@ -175,7 +202,12 @@ class FrameDecoder:
         labels_kept: Sequence[str] = (),
         overrides: Mapping[str, Any] | None = None,
     ) -> FrameDecoder:
-        """From a model's ``ModelMetadata``; ModelError when the model is not a frame detector."""
+        """From a model's ``ModelMetadata``; ModelError when the model is not a frame detector.
+
+        A calibrated model (``meta.calibration``) publishes calibrated scores; its default
+        threshold is the calibration's operating threshold, and ``score_threshold`` (from the
+        config) is read on the calibrated scale.
+        """
         if meta.task != "frame_detector":
             raise ModelError(
                 f"detector {name!r}: model {model_path} is a {meta.task}; kind {kind!r} needs a "
@@ -183,13 +215,15 @@ class FrameDecoder:
             )
         params = {k: v for k, v in meta.decoder.items() if k != "stride"}
         params.update(overrides or {})
+        calibration, default = model_threshold(meta)
         return cls(
             detector_name=name,
             labels=tuple(meta.labels),
             stride=int(meta.decoder["stride"]),
-            score_threshold=meta.score_threshold if score_threshold is None else float(score_threshold),
+            score_threshold=default if score_threshold is None else float(score_threshold),
             labels_kept=frozenset(labels_kept),
             params=params,
+            calibration=calibration,
         )
 
     def __call__(self, objectness: Any, class_probs: Any, frame: Frame) -> list[Detection]:
@@ -202,6 +236,7 @@ class FrameDecoder:
             stride=self.stride,
             score_threshold=self.score_threshold,
             detector_name=self.detector_name,
+            calibration=self.calibration,
             **self.params,
         )
         return [d for d in found if d.label in self.labels_kept] if self.labels_kept else found
