@@ -58,8 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per synthetic recording")
     parser.add_argument(
         "--sample-rates",
-        default="10e6,10e6,20e6,5e6",
+        default="10e6,20e6,5e6,2.4e6",
         help="comma-separated sample rates cycled over the synthetic recordings, Hz",
+    )
+    parser.add_argument(
+        "--snr",
+        default="-5,30",
+        help="in-band SNR range of the synthetic signals, dB (min,max; default -5,30)",
     )
     parser.add_argument(
         "--data", type=Path, help="train on the labelled SigMF recordings under this directory"
@@ -109,19 +114,27 @@ def _synthesize(args: argparse.Namespace, rec_dir: Path) -> tuple[list[Path], li
         raise ConfigError(f"--sample-rates: not a list of numbers: {args.sample_rates!r}") from exc
     if not rates or min(rates) <= 0:
         raise ConfigError(f"--sample-rates: need positive rates, got {args.sample_rates!r}")
+    try:
+        snr = tuple(float(v) for v in args.snr.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--snr: not two numbers: {args.snr!r}") from exc
+    if len(snr) != 2 or not snr[0] <= snr[1]:
+        raise ConfigError(f"--snr: need MIN,MAX with MIN <= MAX, got {args.snr!r}")
     rec_dir.mkdir(parents=True, exist_ok=True)
     paths, made = [], []
     from rfstream.train.trainer import _progress
 
     for i in _progress(range(args.captures), desc="synthesizing"):
         seed, rate = capture_seed(args.seed, i), rates[i % len(rates)]
-        base = rec_dir / f"train_{seed:04d}_{rate:.0f}_{args.duration:g}s"
+        base = rec_dir / f"train_{seed:04d}_{rate:.0f}_{args.duration:g}s_snr{snr[0]:g}_{snr[1]:g}"
         meta = base.with_name(base.name + ".sigmf-meta")
         # The same seed gives the same bytes: a recording from an interrupted run is reused.
         if not (meta.exists() and base.with_name(base.name + ".sigmf-data").exists()):
-            meta = Path(synthesize(base, sample_rate_hz=rate, duration_s=args.duration, seed=seed))
+            meta = Path(
+                synthesize(base, sample_rate_hz=rate, duration_s=args.duration, seed=seed, snr_db_range=snr)
+            )
         paths.append(meta)
-        made.append({"seed": seed, "sample_rate_hz": rate, "duration_s": args.duration})
+        made.append({"seed": seed, "sample_rate_hz": rate, "duration_s": args.duration, "snr_db": list(snr)})
     return paths, made
 
 
