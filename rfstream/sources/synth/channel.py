@@ -35,36 +35,56 @@ from scipy.signal import firwin, lfilter, lfilter_zi
 _TWO_PI = 2.0 * np.pi
 
 
+def drift(wave: np.ndarray, total_hz: float, fs: float) -> np.ndarray:
+    """A linear frequency drift of ``total_hz`` over the burst (starting at its carrier)."""
+    t = np.arange(wave.shape[0], dtype=np.float64) / fs
+    span = max(t[-1], 1.0 / fs)
+    return (wave * _cis(0.5 * (total_hz / span) * t**2)).astype(np.complex64)
+
+
+def phase_noise(wave: np.ndarray, linewidth_hz: float, fs: float, rng: np.random.Generator) -> np.ndarray:
+    """A random-walk phase: a Lorentzian line ``linewidth_hz`` wide (3 dB)."""
+    steps = rng.standard_normal(wave.shape[0]) * math.sqrt(_TWO_PI * linewidth_hz / fs)
+    return (wave * np.exp(1j * np.cumsum(steps))).astype(np.complex64)
+
+
+def multipath(wave: np.ndarray, taps: np.ndarray) -> np.ndarray:
+    """The burst through a tapped delay line (``taps[k]``: gain of the echo k samples late)."""
+    return np.convolve(wave, taps.astype(np.complex64))[: wave.shape[0]].astype(np.complex64)
+
+
+def fading_gain(n: int, fs: float, k: float, dopplers: np.ndarray, phases: np.ndarray) -> np.ndarray:
+    """A Rician gain along ``n`` samples: line of sight (factor ``k``) plus scatterers, unit mean power."""
+    t = np.arange(n, dtype=np.float64) / fs
+    scatter = sum(_cis(d * t + p) for d, p in zip(dopplers, phases, strict=True)) / math.sqrt(len(dopplers))
+    return (math.sqrt(k) + scatter) / math.sqrt(k + 1.0)
+
+
 def impair(wave: np.ndarray, rng: np.random.Generator, fs: float) -> tuple[np.ndarray, list[str]]:
-    """Channel effects on one burst (complex64 in, complex64 out) and their names."""
+    """Channel effects on one burst (complex64 in, complex64 out), each drawn at random, and their names."""
     n = wave.shape[0]
     effects: list[str] = []
     if n < 64:
         return wave, effects
-    t = np.arange(n, dtype=np.float64) / fs
     if rng.uniform() < 0.4:  # linear drift, up to a few kHz over the burst
         total = rng.uniform(-1, 1) * min(5e3, 0.01 * fs)
-        wave = wave * _cis(0.5 * (total / t[-1]) * t**2).astype(np.complex64)
+        wave = drift(wave, total, fs)
         effects.append(f"drift {total:+.0f} Hz")
     if rng.uniform() < 0.3:
         linewidth = rng.uniform(10.0, 300.0)
-        steps = rng.standard_normal(n) * math.sqrt(_TWO_PI * linewidth / fs)
-        wave = wave * np.exp(1j * np.cumsum(steps)).astype(np.complex64)
+        wave = phase_noise(wave, linewidth, fs, rng)
         effects.append(f"phase noise {linewidth:.0f} Hz")
     if rng.uniform() < 0.3:
         span = max(2, int(rng.uniform(0.3e-6, 3e-6) * fs))
-        taps = np.zeros(span + 1, np.complex64)
+        taps = np.zeros(span + 1, np.complex128)
         taps[0] = 1.0
         for _ in range(int(rng.integers(1, 3))):
             taps[int(rng.integers(1, span + 1))] += rng.uniform(0.2, 0.7) * _cis(np.array(rng.uniform()))
-        wave = np.convolve(wave, taps)[:n].astype(np.complex64)
+        wave = multipath(wave, taps)
         effects.append(f"multipath {span / fs * 1e6:.1f} us")
     if rng.uniform() < 0.3 and n / fs > 5e-3:
         k = rng.uniform(0.0, 3.0)  # Rician K: 0 is Rayleigh
-        dopplers = rng.uniform(2.0, 30.0, 3)
-        phases = rng.uniform(0, 1, 3)
-        scatter = sum(_cis(d * t + p) for d, p in zip(dopplers, phases, strict=True)) / math.sqrt(3.0)
-        gain = (math.sqrt(k) + scatter) / math.sqrt(k + 1.0)
+        gain = fading_gain(n, fs, k, rng.uniform(2.0, 30.0, 3), rng.uniform(0, 1, 3))
         wave = (wave * gain).astype(np.complex64)
         effects.append(f"fading K={k:.1f}")
     return wave, effects
