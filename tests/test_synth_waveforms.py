@@ -253,13 +253,16 @@ def test_rolloff_fades_the_band_edges_and_adc_quantises_to_8_bits():
     assert levels.min() >= -128 and levels.max() <= 127 and np.mean(np.abs(levels) >= 126.5) > 0.5
 
 
-def test_coloured_floor_tilts_and_keeps_unit_power():
-    rx = Receiver(FS, tilt_db=4.0)
-    y = rx.colour(noise(1 << 18)).astype(np.complex128)
-    assert np.mean(np.abs(y) ** 2) == pytest.approx(1.0, rel=0.05)
-    f, p = psd(y, FS)
-    ratio = np.mean(p[f > 0.3 * FS]) / np.mean(p[f < -0.3 * FS])
-    assert 10 * np.log10(ratio) == pytest.approx(4.0 * 0.7 * 2, abs=1.5)
+def test_coloured_floor_has_the_shape_of_its_filter_and_unit_power():
+    taps = np.array([1.0, 0.3j, -0.2], np.complex64)
+    rx = Receiver(FS, floor_taps=taps / np.sqrt(np.sum(np.abs(taps) ** 2)))
+    y = rx.colour(noise(1 << 19)).astype(np.complex128)
+    assert np.mean(np.abs(y) ** 2) == pytest.approx(1.0, rel=0.03)
+    f, p = psd(y, FS, 256)
+    shape = rx.floor_shape(f / FS)
+    assert 10 * np.log10(shape.max() / shape.min()) > 3.0  # a visible tilt/ripple
+    measured = p / p.mean()
+    assert np.allclose(10 * np.log10(measured), 10 * np.log10(shape / shape.mean()), atol=0.8)
 
 
 def test_world_capture_is_deterministic_and_clean_has_none_of_it():

@@ -13,7 +13,8 @@ impaired waveform, so annotations and SNR hold for what is drawn.
 Per capture (:class:`Receiver`, drawn from the seed, applied block by block to
 the whole capture), each with its own probability:
 
-    coloured floor   the noise shaped by a tilt and a ripple of ±1–4 dB (unit mean power kept)
+    coloured floor   the noise through a 3-tap FIR: a smooth tilt/ripple of up to about ±3 dB
+                     across the band (unit mean power kept)
     spurs            1–3 exactly stable, unannotated carriers, faint (2–8 dB in a 4096-bin FFT)
     DC spike         an unannotated constant offset (8–25 dB in a 4096-bin FFT)
     IQ imbalance     0.5–3 % gain and 0.5–3° phase error: a faint image of every signal
@@ -29,7 +30,6 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.fft
 from scipy.signal import firwin, lfilter, lfilter_zi
 
 _TWO_PI = 2.0 * np.pi
@@ -39,13 +39,24 @@ def drift(wave: np.ndarray, total_hz: float, fs: float) -> np.ndarray:
     """A linear frequency drift of ``total_hz`` over the burst (starting at its carrier)."""
     t = np.arange(wave.shape[0], dtype=np.float64) / fs
     span = max(t[-1], 1.0 / fs)
-    return (wave * _cis(0.5 * (total_hz / span) * t**2)).astype(np.complex64)
+    return (wave * _cis(0.5 * (total_hz / span) * t**2)).astype(np.complex64, copy=False)
+
+
+def _coarse(values: np.ndarray, n: int, step: int) -> np.ndarray:
+    """Linear interpolation of ``values`` (one per ``step`` samples, from sample 0) onto ``n`` samples."""
+    return np.interp(np.arange(n) / step, np.arange(values.shape[0]), values).astype(np.float32)
 
 
 def phase_noise(wave: np.ndarray, linewidth_hz: float, fs: float, rng: np.random.Generator) -> np.ndarray:
-    """A random-walk phase: a Lorentzian line ``linewidth_hz`` wide (3 dB)."""
-    steps = rng.standard_normal(wave.shape[0]) * math.sqrt(_TWO_PI * linewidth_hz / fs)
-    return (wave * np.exp(1j * np.cumsum(steps))).astype(np.complex64)
+    """A random-walk phase: a Lorentzian line ``linewidth_hz`` wide (3 dB).
+
+    The walk is drawn every ``step`` samples (its spectrum lies far below fs/step) and
+    interpolated linearly.
+    """
+    n = wave.shape[0]
+    step = max(1, min(64, int(fs / (200.0 * max(linewidth_hz, 1.0)))))
+    coarse = np.cumsum(rng.standard_normal(n // step + 2) * math.sqrt(_TWO_PI * linewidth_hz * step / fs))
+    return (wave * _cis(_coarse(coarse, n, step) / _TWO_PI)).astype(np.complex64, copy=False)
 
 
 def multipath(wave: np.ndarray, taps: np.ndarray) -> np.ndarray:
@@ -54,10 +65,18 @@ def multipath(wave: np.ndarray, taps: np.ndarray) -> np.ndarray:
 
 
 def fading_gain(n: int, fs: float, k: float, dopplers: np.ndarray, phases: np.ndarray) -> np.ndarray:
-    """A Rician gain along ``n`` samples: line of sight (factor ``k``) plus scatterers, unit mean power."""
-    t = np.arange(n, dtype=np.float64) / fs
+    """A Rician gain along ``n`` samples: line of sight (factor ``k``) plus scatterers, unit mean power.
+
+    Evaluated every ``step`` samples (Doppler ≤ 30 Hz: far below the grid's rate) and interpolated.
+    """
+    step = max(1, int(fs / (50.0 * max(float(np.max(dopplers)), 1.0))))
+    t = np.arange(n // step + 2, dtype=np.float64) * (step / fs)
     scatter = sum(_cis(d * t + p) for d, p in zip(dopplers, phases, strict=True)) / math.sqrt(len(dopplers))
-    return (math.sqrt(k) + scatter) / math.sqrt(k + 1.0)
+    g = (math.sqrt(k) + scatter) / math.sqrt(k + 1.0)
+    out = np.empty(n, np.complex64)
+    out.real = _coarse(g.real, n, step)
+    out.imag = _coarse(g.imag, n, step)
+    return out
 
 
 def impair(wave: np.ndarray, rng: np.random.Generator, fs: float) -> tuple[np.ndarray, list[str]]:
@@ -91,8 +110,12 @@ def impair(wave: np.ndarray, rng: np.random.Generator, fs: float) -> tuple[np.nd
 
 
 def _cis(cycles: np.ndarray) -> np.ndarray:
-    ph = _TWO_PI * np.mod(cycles, 1.0)
-    return np.cos(ph) + 1j * np.sin(ph)
+    """exp(j 2π cycles) as complex64 (reduced mod 1 in float64, trigonometry in float32)."""
+    ph = (_TWO_PI * np.mod(cycles, 1.0)).astype(np.float32)
+    out = np.empty(ph.shape, np.complex64)
+    out.real = np.cos(ph)
+    out.imag = np.sin(ph)
+    return out
 
 
 @dataclass
@@ -100,10 +123,7 @@ class Receiver:
     """A capture's receiver: effects drawn once from the seed, applied block by block."""
 
     fs: float
-    tilt_db: float = 0.0
-    ripple_db: float = 0.0
-    ripple_cycles: float = 1.0
-    ripple_phase: float = 0.0
+    floor_taps: np.ndarray | None = None  # FIR colouring the noise floor (unit power gain)
     spurs: list[tuple[float, float]] = field(default_factory=list)  # (Hz, amplitude)
     dc: complex = 0j
     iq_gain: float = 1.0
@@ -116,10 +136,8 @@ class Receiver:
     def draw(cls, rng: np.random.Generator, fs: float) -> Receiver:
         rx = cls(fs)
         if rng.uniform() < 0.6:
-            rx.tilt_db = rng.uniform(-4.0, 4.0)
-            rx.ripple_db = rng.uniform(0.0, 2.0)
-            rx.ripple_cycles = rng.uniform(0.5, 3.0)
-            rx.ripple_phase = rng.uniform(0, _TWO_PI)
+            taps = np.array([1.0, *(rng.uniform(0.05, 0.3, 2) * _cis(rng.uniform(0, 1, 2)))], np.complex64)
+            rx.floor_taps = taps / np.float32(np.sqrt(np.sum(np.abs(taps) ** 2)))
         if rng.uniform() < 0.3:
             bin_power = fs / 4096.0 / fs  # noise power in one bin of a 4096-point FFT
             ref = rng.uniform(0.02, 0.2) * fs
@@ -142,8 +160,8 @@ class Receiver:
 
     def describe(self) -> list[str]:
         out = []
-        if self.tilt_db or self.ripple_db:
-            out.append(f"floor tilt {self.tilt_db:+.1f} dB ripple {self.ripple_db:.1f} dB")
+        if self.floor_taps is not None:
+            out.append("coloured floor")
         if self.spurs:
             out.append(f"{len(self.spurs)} spur(s)")
         if self.dc:
@@ -156,22 +174,18 @@ class Receiver:
             out.append(f"8-bit ADC, noise {self.adc_lsb:.1f} LSB")
         return out
 
-    def floor_gain(self, n: int) -> np.ndarray | None:
-        """Amplitude gain per FFT bin (fft order) that colours the noise floor, mean power 1."""
-        if not (self.tilt_db or self.ripple_db):
-            return None
-        f = scipy.fft.fftfreq(n)  # -0.5..0.5 of the rate
-        db = self.tilt_db * 2.0 * f + self.ripple_db * np.cos(
-            _TWO_PI * self.ripple_cycles * f + self.ripple_phase
-        )
-        power = 10 ** (db / 10)
-        return np.sqrt(power / power.mean()).astype(np.float32)
+    def floor_shape(self, freqs: np.ndarray) -> np.ndarray:
+        """The floor's power gain at ``freqs`` (fractions of the rate, -0.5..0.5); 1 when white."""
+        if self.floor_taps is None:
+            return np.ones_like(freqs)
+        k = np.arange(self.floor_taps.shape[0])
+        return np.abs(np.exp(-2j * np.pi * np.outer(freqs, k)) @ self.floor_taps) ** 2
 
     def colour(self, noise: np.ndarray) -> np.ndarray:
-        gain = self.floor_gain(noise.shape[0])
-        if gain is None:
+        """White noise (complex64) through the floor's FIR."""
+        if self.floor_taps is None:
             return noise
-        return scipy.fft.ifft(scipy.fft.fft(noise) * gain).astype(np.complex64)
+        return np.convolve(noise, self.floor_taps)[: noise.shape[0]].astype(np.complex64, copy=False)
 
     def apply(self, block: np.ndarray, i0: int) -> np.ndarray:
         """The receiver's effects on samples ``i0 ..`` of the capture (blocks in order)."""
