@@ -11,9 +11,10 @@ variants (the *fine label*, annotated as ``rfstream:modulation``; docs/taxonomy.
                                                                                     gfsk, 2fsk, 4fsk, gmsk
     ook     on-off keyed packets, ASK (partial depth), pulse-width keyed sensors    ook, ask, ook-pwm
     psk     single-carrier BPSK/QPSK/8PSK/16QAM/64QAM with RRC shaping, two columns
-            to a sixth of the band; DSSS (11–127 chips); TDMA slot bursts           bpsk … qam64, dsss, tdma
-    ofdm    on/off bursts: FFT 64–2048, cyclic prefix 1/4–1/32, DC and random null
-            carriers, 5–45 % of the band                                            ofdm
+            to a sixth of the band, bursts or continuous; DSSS (11–127 chips);
+            TDMA slot bursts                                                        bpsk … qam64, dsss, tdma
+    ofdm    on/off bursts or a continuous carrier: FFT 64–2048, cyclic prefix
+            1/4–1/32, DC and random null carriers, 5–45 % of the band              ofdm
     chirp   LFM up/down sawtooth trains; LoRa-like packets (preamble, data chirps) lfm, lora
     pulsed  radar pulse trains (plain or LFM); ADS-B-like 1090ES squitters         radar, radar-lfm, adsb
 

@@ -389,8 +389,8 @@ def _emit_fsk(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
     bt = 0.3 if variant == "gmsk" else (0.5 if rng.uniform() < 0.5 else None)
     width = rs * (h * (levels - 1) + 1.5)
     fc = rng.uniform(-1, 1) * (0.44 * fs - width / 2)
-    dur = (max(0.004, 64 / rs), max(0.05, 256 / rs))
-    for start, count in _sequence(rng, fs, n_total, dur, (0.01, 0.3), max_count=5):
+    dur = (max(0.002, 32 / rs), max(0.05, 256 / rs))
+    for start, count in _sequence(rng, fs, n_total, dur, (0.005, 0.3), max_count=8):
         nsym = -(-count // sps) + 1
         symbols = 2 * rng.integers(0, levels, nsym) - (levels - 1)
         wave = _cpfsk(symbols, sps, h, count, bt) * _carrier(fc, fs, 0, count, rng.uniform())
@@ -442,7 +442,9 @@ def _emit_ofdm(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
     t_to = t_from + rng.uniform(0.4, 1.0) * duration_s
     sym_s = (size + cp) / fs
     dur = (max(1e-3, 4 * sym_s), max(5e-3, 20 * sym_s))
-    for start, count in _sequence(rng, fs, n_total, dur, (3e-3, 40e-3), t_from, t_to):
+    continuous = rng.uniform() < 0.35  # a broadcast / downlink carrier: on for the whole stretch
+    extents = [_long_extent(rng, fs, n_total)] if continuous else None
+    for start, count in extents or _sequence(rng, fs, n_total, dur, (3e-3, 40e-3), t_from, t_to):
         nsym = max(1, -(-count // (size + cp)))
         spec = np.zeros((nsym, size), np.complex64)
         spec[:, bins] = _constellation(rng, qam, nsym * bins.shape[0]).reshape(nsym, bins.shape[0])
@@ -455,9 +457,10 @@ def _emit_ofdm(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
             wave,
             fs,
             _snr(rng, snr_range),
-            f"OFDM FFT {nfft}, {bins.shape[0]} used of {size}, CP 1/{round(1 / cp_frac)}, {qam}",
+            f"OFDM FFT {nfft}, {bins.shape[0]} used of {size}, CP 1/{round(1 / cp_frac)}, {qam}"
+            + (", continuous" if continuous else ""),
             "ofdm",
-            rng,
+            None if continuous else rng,
         )
 
 
@@ -628,7 +631,9 @@ def _emit_psk(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
                 )
             k += 1
         return
-    for start, count in _sequence(rng, fs, n_total, (0.02, 0.4), (0.02, 0.3), max_count=4):
+    continuous = rng.uniform() < 0.35  # a continuous carrier (satellite, broadcast, a link's downlink)
+    extents = [_long_extent(rng, fs, n_total)] if continuous else None
+    for start, count in extents or _sequence(rng, fs, n_total, (0.005, 0.4), (0.02, 0.3), max_count=4):
         wave = _rrc_burst(rng, mod, sps, alpha, count) * _carrier(fc, fs, 0, count, rng.uniform())
         yield _array_instance(
             "psk",
@@ -636,9 +641,9 @@ def _emit_psk(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
             wave,
             fs,
             _snr(rng, snr_range),
-            f"{mod} {fs / sps / 1e3:.1f} kBd RRC {alpha:.2f}",
+            f"{mod} {fs / sps / 1e3:.1f} kBd RRC {alpha:.2f}" + (", continuous" if continuous else ""),
             mod,
-            rng,
+            None if continuous else rng,
         )
 
 
