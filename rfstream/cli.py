@@ -579,6 +579,27 @@ def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_daemon(argv):
+        # before anything slow: a SIGHUP or SIGTERM while the models load must not kill the daemon
+        from rfstream.runtime.signals import install_early
+
+        install_early()
+    try:
+        return _main(argv)
+    finally:
+        from rfstream.runtime.signals import release_early
+
+        release_early()  # a verb that failed before its daemon adopted the handlers
+
+
+def _is_daemon(argv: Sequence[str]) -> bool:
+    """``run``, or ``replay --realtime``: the verbs that run rfstream.daemon and handle SIGHUP."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    return verb == "run" or (verb == "replay" and "--realtime" in argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     try:

@@ -321,7 +321,7 @@ class Pipeline:
         emit = log.warning if up else log.info
         emit(
             "degrade level changed",
-            level=level,
+            degrade_level=level,  # not "level": the JSON log's own level key would overwrite it
             previous=previous,
             meaning=DEGRADE_LEVELS[level],
             load=round(self.degrade.load, 3) if self.degrade is not None else None,
@@ -350,11 +350,15 @@ class Pipeline:
         cfg, fanout = pending
         old, self.fanout, self.cfg = self.fanout, fanout, cfg
         old.close()
-        if self.degrade is not None:
-            self.degrade.levels = tuple(sorted({0, *self._degrade_levels()}))
-            self._apply_degrade(self.metrics.degrade_level)  # the new detector set degrades alike
+        level_before = self.metrics.degrade_level
+        if self.degrade is not None:  # the new detector set degrades alike; a level it lacks steps down
+            level = self.degrade.set_levels(self._degrade_levels())
+            if level != level_before:
+                self._set_degrade(level)
+            else:
+                self._apply_degrade(level)
         self.metrics.count("reloads")
-        log.info("detectors reloaded", detectors=list(self.fanout.enabled))
+        log.info("detectors reloaded", detectors=list(self.fanout.enabled), degrade_level=level_before)
 
     def _account(self, chunk: Chunk, result: ChunkResult, started: int, done: int) -> None:
         m = self.metrics
