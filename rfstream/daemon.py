@@ -171,6 +171,11 @@ class Daemon:
             status=self.status_line,
             waiting=lambda: self._device_state() == "reopening",
         )
+        from rfstream.runtime.shedding import ShedWatch
+
+        self._shed_watch = ShedWatch(
+            self.metrics, chunk_ms=self.cfg.source.chunk_ms, detectors=lambda: list(pipeline.fanout.enabled)
+        )
         control = threading.Thread(target=self._control, name="rfstream-control", daemon=True)
         control.start()
         log.info(
@@ -199,6 +204,8 @@ class Daemon:
                 self._exporter.close()
             if summary is None:  # the run failed (a source error, a sink that could not be closed)
                 self._log_accounting(self.metrics.health(), interrupted=self._stop_requested)
+        if not self._shed_watch.warnings:  # a run too short for a window still hears about it
+            self._shed_watch.final()
         self._log_accounting(summary.health, interrupted=summary.interrupted)
         return summary
 
@@ -261,6 +268,8 @@ class Daemon:
                 self._ready = True
                 self.notifier.ready(status=self.status_line())
                 log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
+            if not stopping:
+                self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
             busy = self._reloader is not None and self._reloader.is_alive()
             if self._reload_requested and not stopping and not busy:
                 self._reload_requested = False

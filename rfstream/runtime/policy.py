@@ -42,10 +42,14 @@ class DeadlinePolicy:
         return False
 
     def finished(self, chunk: Chunk, started_ns: int, done_ns: int) -> bool:
-        """Record a processed chunk; True when it was late."""
+        """Record a processed chunk; True when it was late.
+
+        Never late in a lossless run (``may_shed`` False: a replay as fast as processing goes):
+        its chunks are read when processing asks for the next one, so there is no deadline to miss.
+        """
         cost = done_ns - started_ns
         self._cost_ns = cost if not self._cost_ns else 0.8 * self._cost_ns + 0.2 * cost
-        return done_ns > chunk.arrived_ns + self.deadline_ns
+        return self.may_shed and done_ns > chunk.arrived_ns + self.deadline_ns
 
 
 DEGRADE_LEVELS = {
