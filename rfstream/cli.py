@@ -494,7 +494,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=finite_float, default=10e6, help="sample rate in Hz (default 10e6)")
     p.add_argument("--duration", type=finite_float, default=2.0, help="seconds (default 2)")
     p.add_argument("--seed", type=int, default=1, help="synthesis seed (default 1)")
-    p.add_argument("--endpoint", help="also publish over ZeroMQ at this endpoint")
+    p.add_argument(
+        "--endpoint",
+        help="also publish the detections, tracks and health over ZeroMQ (PUB) at this endpoint, e.g. "
+        "tcp://127.0.0.1:5555; connect the subscriber first (rfstream listen)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = verbs.add_parser("synth", help="write a labelled synthetic SigMF recording")
