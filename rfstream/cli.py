@@ -139,6 +139,9 @@ def _load(args: argparse.Namespace, mapping: dict[str, str], extra: dict[str, An
     if extra:
         overrides = {**extra, **overrides}
     cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    from rfstream.runtime.budget import limit_blas
+
+    limit_blas(cfg.runtime.blas_threads or 1)  # BLAS reads its thread count when NumPy loads: now
     from rfstream.runtime.logging import configure_logging
 
     configure_logging(cfg.runtime.log_format, cfg.runtime.log_level)
