@@ -43,6 +43,7 @@ from typing import Any
 import structlog
 
 from rfstream.config import SpectrogramConfig
+from rfstream.detect.calibration import Calibration, CalibrationError
 from rfstream.errors import InferenceFailed, ModelError
 from rfstream.labels import LABELS
 
@@ -86,6 +87,8 @@ class ModelMetadata:
     score_threshold: float
     decoder: Mapping[str, Any] = field(default_factory=dict)
     training: Mapping[str, Any] = field(default_factory=dict)
+    # Raw score -> probability, fitted on validation data at training time (identity if absent).
+    calibration: Calibration = field(default_factory=Calibration)
 
     @classmethod
     def from_props(cls, props: Mapping[str, str], source: str) -> ModelMetadata:
@@ -149,6 +152,18 @@ class ModelMetadata:
         training: Any = {}
         if "rfstream.training" in props:
             training = as_json("rfstream.training")
+        calibration = Calibration()
+        if "rfstream.calibration" in props:
+            try:
+                calibration = Calibration.from_json(props["rfstream.calibration"])
+            except CalibrationError as exc:
+                raise ModelError(f"model {source}: metadata field rfstream.calibration: {exc}") from exc
+            unknown = set(calibration.per_label) - set(labels)
+            if unknown:
+                raise ModelError(
+                    f"model {source}: rfstream.calibration names labels the model does not have: "
+                    f"{', '.join(sorted(unknown))}"
+                )
         return cls(
             source=source,
             task=task,
@@ -163,6 +178,7 @@ class ModelMetadata:
             score_threshold=threshold,
             decoder=decoder,
             training=training if isinstance(training, dict) else {"summary": training},
+            calibration=calibration,
         )
 
     def to_props(self) -> dict[str, str]:
@@ -178,6 +194,8 @@ class ModelMetadata:
         }
         if self.decoder:
             props["rfstream.decoder"] = json.dumps(dict(self.decoder))
+        if not self.calibration.is_identity or self.calibration.threshold is not None:
+            props["rfstream.calibration"] = self.calibration.to_json()
         return props
 
 

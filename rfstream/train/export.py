@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rfstream.detect.calibration import Calibration
 from rfstream.errors import ModelError
 from rfstream.train.models import (
     CropClassifier,
@@ -54,6 +55,7 @@ def metadata(
     score_threshold: float,
     training: Mapping[str, Any],
     decoder: Mapping[str, Any] | None = None,
+    calibration: Calibration | None = None,
 ) -> dict[str, str]:
     """The rfstream metadata_props of a model, as strings."""
     props = {
@@ -67,6 +69,8 @@ def metadata(
     }
     if decoder is not None:
         props["rfstream.decoder"] = json.dumps(dict(decoder))
+    if calibration is not None:
+        props["rfstream.calibration"] = calibration.to_json()
     return props
 
 
