@@ -3,7 +3,7 @@
     for chunk in source:                        (a reader thread for live sources)
         frame      = spectrogram.process(chunk)
         found      = fanout.run(frame)            every detector at once
-        detections = merge(found)                 class-aware NMS across detectors
+        detections = merge(found)                 one box per signal (fusion) + publish gate
         events     = tracker.update(frame, detections)
         for sink in sinks: sink.publish(result)   never blocks
 
@@ -43,7 +43,7 @@ import structlog
 from rfstream.config import Config
 from rfstream.detect.base import Detector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.nms import merge_detections
+from rfstream.detect.fuse import merge_stage
 from rfstream.dsp.backend import Backend, numpy_backend
 from rfstream.dsp.factory import make_spectrogrammer
 from rfstream.runtime.metrics import Metrics
@@ -121,11 +121,7 @@ class Pipeline:
         t1 = time.perf_counter()
         found, detector_ms = self.fanout.run(frame)
         t2 = time.perf_counter()
-        detections = merge_detections(
-            [d for dets in found.values() for d in dets],
-            iou_threshold=self.cfg.merge.iou_threshold,
-            class_aware=self.cfg.merge.class_aware,
-        )
+        detections = merge_stage(self.cfg.merge).process([d for dets in found.values() for d in dets])
         events = self.tracker.update(frame, detections)
         t3 = time.perf_counter()
         timings = {"spectrogram": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3, "merge_track": (t3 - t2) * 1e3}
