@@ -23,7 +23,9 @@ Steps (every detector of the configuration, default: the shipped set, through th
 3. **Fusion**: the recorded boxes, energy ones recalibrated, fused per chunk for each agreement
    weight α in a small grid; Platt maps for presence (target: matches truth, any label) and for the
    score (target: matches truth of its label); the α with the lowest log loss of the score wins.
-4. **Operating threshold**: the score cut with the maximum label-aware F1 over the validation set.
+4. **Operating threshold**: the score cut with the maximum F1 over the validation set, a labelled
+   box being right when it matches truth of its label, an ``unknown`` one (no detector labelled it,
+   scored by its presence) when it matches truth of any label.
 
 Matching is one-to-one per chunk, best score first (``rfstream.eval``'s rule), IoU ≥ 0.5.
 """
@@ -175,7 +177,7 @@ def fit(chunks: list[Chunk], energy_names: list[str], cfg: Any, half_db: float) 
             threshold=0.0,
             group_fragments=cfg.merge.group_fragments,
         )
-        pres, share, y_any, y_label = [], [], [], []
+        pres, share, y_any, y_label, labelled = [], [], [], [], []
         for c in chunks:
             fused = fuser.fuse([d for dets in c.found.values() for d in dets])
             if not fused:
@@ -185,13 +187,16 @@ def fit(chunks: list[Chunk], energy_names: list[str], cfg: Any, half_db: float) 
             share.append(np.array([d.score for d in fused]) / np.maximum(p, 1e-9))
             y_any.append(match(fused, c.truth, label_aware=False))
             y_label.append(match(fused, c.truth, label_aware=True))
+            labelled.append(np.array([d.label != "unknown" for d in fused]))
         if not pres:
             continue
-        p, s, ya, yl = map(np.concatenate, (pres, share, y_any, y_label))
+        p, s, ya, yl, lab = map(np.concatenate, (pres, share, y_any, y_label, labelled))
         presence_map = fit_platt(p, ya)
         p_cal = platt(presence_map, p)
-        score_map = fit_platt(p_cal * s, yl)
-        final = platt(score_map, p_cal * s)
+        score_map = fit_platt(p_cal[lab] * s[lab], yl[lab])
+        # a box nobody labelled is scored by its presence and is right when a signal is there
+        final = np.where(lab, platt(score_map, p_cal * s), p_cal)
+        yl = np.where(lab, yl, ya)
         loss = log_loss(final, yl)
         print(f"alpha {alpha}: {p.size} fused boxes, score log loss {loss:.4f}", file=sys.stderr)
         if best is None or loss < best[0]:
@@ -210,9 +215,9 @@ def fit(chunks: list[Chunk], energy_names: list[str], cfg: Any, half_db: float) 
         "ece_score_calibrated": round(expected_calibration_error(final, yl), 4),
         "ece_presence_raw": round(expected_calibration_error(p_raw, ya), 4),
         "ece_presence_calibrated": round(expected_calibration_error(p_cal, ya), 4),
-        "threshold_f1_label_aware": round(f1, 4),
-        "precision_at_threshold_label_aware": round(float(yl[kept].mean()) if kept.any() else 0.0, 4),
-        "recall_at_threshold_label_aware": round(float(yl[kept].sum()) / max(n_truth, 1), 4),
+        "threshold_f1": round(f1, 4),
+        "precision_at_threshold": round(float(yl[kept].mean()) if kept.any() else 0.0, 4),
+        "recall_at_threshold": round(float(yl[kept].sum()) / max(n_truth, 1), 4),
         "precision_at_threshold_any_label": round(float(ya[kept].mean()) if kept.any() else 0.0, 4),
     }
     return FusionModel(

@@ -20,7 +20,8 @@ keeps the older class-aware NMS of :mod:`rfstream.detect.nms`). For one chunk:
    with its best score for that label; ``share(L) = votes(L) / Σ votes``. The box takes the
    label with most votes (``unknown`` only when no detector labelled it); ``score`` =
    presence × share(label), through a second fitted Platt map (``score``): the probability
-   that the box is a real signal *of that label*. The runner-up labels and their
+   that the box is a real signal *of that label* (a box no detector labelled is ``unknown``,
+   scored by its presence: the probability that a signal is there). The runner-up labels and their
    probabilities go into ``alternatives``; every detector of the cluster into ``found_by``.
 4. **Box** by score-weighted voting of the cluster's boxes (each edge the weighted mean of the
    members' edges): the detectors' errors partly cancel, and the box never leaves the cluster.
@@ -279,7 +280,8 @@ class Fuser:
             label = ev.shares[0][0]
             probs = [(lbl, float(platt(m.score, presence * share))) for lbl, share in ev.shares]
         else:
-            label, probs = WILDCARD_LABEL, [(WILDCARD_LABEL, float(platt(m.score, presence)))]
+            # no detector labelled it: the score is the probability that a signal is there
+            label, probs = WILDCARD_LABEL, [(WILDCARD_LABEL, presence)]
         f_low, t_start, f_high, t_stop = ev.box
         x0, y0, x1, y1 = ev.pixels
         return best.replace(
