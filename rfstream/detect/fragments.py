@@ -7,7 +7,9 @@ The rules, applied until nothing changes (each join makes one box the union of t
 
 1. **Contained pieces.** Boxes lying mostly inside a larger box (at least ``inside`` = 80 % of
    their area), which together cover at least ``cover`` = 50 % of it, are pieces of it and are
-   folded into it. A narrow signal on top of a wide one covers little of it and stays.
+   folded into it; so is a single such piece that spans at least ``same_band`` = 80 % of its band
+   (the onset of a burst boxed apart). A narrow signal on top of a wide one covers little of it
+   and spans little of its band, and stays.
 2. **Continuation in time** (a faded or interrupted burst): two boxes on the same band
    (frequency overlap ≥ 50 % of the narrower, bandwidths within a factor 2), apart in time by a gap
    of at most ``gap_time`` = 10 % of the longer one's duration (a gap short relative to the burst).
@@ -43,6 +45,7 @@ __all__ = ["group_fragments", "join", "train_groups"]
 
 
 INSIDE = 0.8
+SAME_BAND = 0.8
 COVER = 0.5
 GAP_TIME = 0.1
 GAP_FREQ = 0.05
@@ -104,7 +107,8 @@ def _components(n: int, linked: np.ndarray) -> list[list[int]]:
 def _contained_pieces(dets: list[Detection]) -> list[Detection]:
     """Rule 1: each large box (largest first) takes the pieces that cover it."""
     f0, f1, t0, t1 = _arrays(dets)
-    area = np.clip(f1 - f0, 0, None) * np.clip(t1 - t0, 0, None)
+    bw = np.clip(f1 - f0, 0, None)
+    area = bw * np.clip(t1 - t0, 0, None)
     inter = np.clip(_pair_overlap(f0, f1), 0, None) * np.clip(_pair_overlap(t0, t1), 0, None)
     # inside[j, i]: box j lies mostly inside the larger box i
     inside = (inter >= INSIDE * area[:, None]) & (area[:, None] < area[None, :]) & (area[:, None] > 0)
@@ -114,7 +118,11 @@ def _contained_pieces(dets: list[Detection]) -> list[Detection]:
         if used[i]:
             continue
         pieces = np.flatnonzero(inside[:, i] & ~used)
-        if pieces.size and area[i] > 0 and inter[pieces, i].sum() >= COVER * area[i]:
+        if not (pieces.size and area[i] > 0 and inter[pieces, i].sum() >= COVER * area[i]):
+            # pieces that do not cover it still belong to it when they span its band (a burst's
+            # onset boxed apart); a narrow signal on top of a wide one spans little of it
+            pieces = pieces[bw[pieces] >= SAME_BAND * bw[i]]
+        if pieces.size:
             used[pieces] = True
             out.append(join([dets[i], *(dets[j] for j in pieces.tolist())]))
         else:

@@ -160,7 +160,7 @@ class Evidence:
     shares: tuple[tuple[str, float], ...]  # label -> share of the votes, best first; () = unlabelled
     box: tuple[float, float, float, float]  # f_low, t_start, f_high, t_stop
     pixels: tuple[float, float, float, float]
-    best: int  # index of the best-scoring member
+    best: Detection  # the best-scoring member
     found_by: tuple[str, ...]
     groups: int  # independent evidence groups that found it
 
@@ -187,6 +187,11 @@ def noisy_or(probs: Iterable[float], alpha: float) -> float:
 
 def cluster_evidence(members: Sequence[Detection], group_of: Mapping[str, str], alpha: float) -> Evidence:
     """Fuse one cluster's detections (see the module docstring, steps 2–4)."""
+    # a canonical order, so that the weighted sums (floating point) do not depend on the input's
+    members = sorted(
+        members,
+        key=lambda d: (-d.score, d.f_low_hz, d.t_start_s, d.f_high_hz, d.t_stop_s, d.label, d.detector),
+    )
     best_by_detector: dict[str, float] = {}
     votes: dict[tuple[str, str], float] = {}
     for d in members:
@@ -211,7 +216,7 @@ def cluster_evidence(members: Sequence[Detection], group_of: Mapping[str, str], 
     pix = np.array([(d.x0, d.y0, d.x1, d.y1) for d in members])
     box = tuple(float(v) for v in (w @ phys) / w.sum())
     pixels = tuple(float(v) for v in (w @ pix) / w.sum())
-    best = max(range(len(members)), key=lambda i: (members[i].score, members[i].detector, members[i].label))
+    best = members[0]  # the canonical order puts the best first
     found = sorted({n for d in members for n in d.found_by})
     return Evidence(presence, shares, box, pixels, best, tuple(found), len(by_group))  # type: ignore[arg-type]
 
@@ -266,7 +271,7 @@ class Fuser:
         for cluster in _clusters(dets, self.cluster_iou):
             members = [dets[j] for j in cluster]
             ev = cluster_evidence(members, self.group_of, m.agreement_weight)
-            out.append(self._detection(members[ev.best], ev))
+            out.append(self._detection(ev.best, ev))
         if self.group_fragments and len(out) > 1:
             from rfstream.detect.fragments import group_fragments
 
