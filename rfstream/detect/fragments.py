@@ -12,7 +12,8 @@ The rules, applied until nothing changes (each join makes one box the union of t
    and spans little of its band, and stays.
 2. **Continuation in time** (a faded or interrupted burst): two boxes on the same band
    (frequency overlap ≥ 50 % of the narrower, bandwidths within a factor 2), apart in time by a gap
-   of at most ``gap_time`` = 10 % of the longer one's duration (a gap short relative to the burst).
+   of at most ``gap_time`` = 10 % of the two together, first start to last stop (a gap short
+   relative to the burst).
    Pieces overlapping in time are left alone (joining them made worse boxes on validation data),
    and pulses of a train far apart relative to their length stay apart here (rule 4).
 3. **Side by side in frequency** (nulls, sidebands): two boxes of the same label (``unknown``
@@ -134,18 +135,18 @@ def _contained_pieces(dets: list[Detection]) -> list[Detection]:
 def _joinable(dets: list[Detection]) -> np.ndarray:
     """Rules 2 and 3 for every pair."""
     f0, f1, t0, t1 = _arrays(dets)
-    bw, du = f1 - f0, t1 - t0
+    bw = f1 - f0
     f_over, t_over = _pair_overlap(f0, f1), _pair_overlap(t0, t1)
     narrow = np.minimum(bw[:, None], bw[None, :])
     wide = np.maximum(bw[:, None], bw[None, :])
-    longer = np.maximum(du[:, None], du[None, :])
+    t_span = np.maximum(t1[:, None], t1[None, :]) - np.minimum(t0[:, None], t0[None, :])  # the joined burst
     gap_t = -t_over  # > 0: apart in time; overlapping pieces on one band are different boxes' business
     continues = (
         (narrow > 0)
         & (wide <= 2.0 * narrow)
         & (f_over >= 0.5 * narrow)
         & (gap_t > 0)
-        & (gap_t <= GAP_TIME * longer)
+        & (gap_t <= GAP_TIME * t_span)
     )
     labels = np.array([d.label for d in dets])
     t_union = np.maximum(t1[:, None], t1[None, :]) - np.minimum(t0[:, None], t0[None, :])
