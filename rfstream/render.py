@@ -255,6 +255,10 @@ def draw_png(
     dpi: int = 100,
 ) -> Picture:
     """Draw the waterfall, its boxes, a dB colour bar and a legend into ``out`` (PNG)."""
+    import logging
+
+    # matplotlib's first run logs "generated new fontManager" at INFO: not news for a user.
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib
 
     matplotlib.use("Agg", force=False)
