@@ -182,3 +182,28 @@ def test_cli_trains_from_an_exported_dataset(dataset: Path, tmp_path: Path):
         cli.run(
             parser.parse_args(["--out", str(tmp_path / "x"), "--dataset", str(dataset), "--models", "nope"])
         )
+
+
+def test_faint_truth_is_ignored_not_a_target():
+    boxes = np.array([[0, 0, 16, 16], [32, 0, 48, 16], [40, 8, 44, 64]], np.float32)
+    obj, cls = trainer.frame_targets(boxes, np.array([0, 1, 2]), (64, 64), 4, np.array([False, True, False]))
+    assert (obj[0:4, 0:4] == 1).all() and (cls[0:4, 0:4] == 0).all()
+    faint = obj[0:4, 8:12]
+    assert set(np.unique(faint)) == {1, trainer.IGNORED}  # the visible box crossing it stays a target
+    assert (faint[:, :2] == trainer.IGNORED).all() and (cls[0:4, 8:10] == -1).all()
+    assert (obj[:, 10] == 1)[2:].all() and (cls[2:, 10] == 2).all()
+
+
+def test_faint_truth_gets_no_jittered_crop():
+    from rfstream.train.dataset import propose_crops
+
+    truth = np.array([[0, 0, 10, 10], [20, 20, 30, 30]], float)
+    crops = propose_crops(
+        truth,
+        ["tone", "fsk"],
+        np.zeros((0, 4)),
+        rng=np.random.default_rng(0),
+        size=(64, 64),
+        faint=[True, False],
+    )
+    assert [(label, source) for _, label, source in crops] == [("fsk", "jitter")]

@@ -5,7 +5,7 @@ Layout of an exported dataset directory::
     manifest.json                 frames, label counts, recordings, spectrogram settings
     frames/<rec>_<k>.png          8-bit grayscale frame (pixel = round(255 × image))
     frames/<rec>_<k>_bboxes.json  {"image", "width", "height", "bboxes": [{"label",
-                                   "x_min", "y_min", "x_max", "y_max"}]}
+                                   "x_min", "y_min", "x_max", "y_max", "snr_db"?}]}
     crops.json                    boxes for the crop classifier (see below)
 
 Frames are made by the daemon's own code — ``SigMFSource`` chunks (200 ms) through
@@ -15,6 +15,9 @@ edges as in rfstream.types): each annotation's physical box goes through
 ``Frame.to_pixels``, is clipped to the frame, and is dropped when less than one
 row or column of it is visible in that frame. Labels are folded onto the
 taxonomy (rfstream.labels) with ``map_label`` and an optional user table.
+A box keeps its annotation's ``snr_db`` where there is one; boxes below
+``IGNORE_BELOW_DB`` (0 dB in-band) are *faint*: training neither asks the
+models to find them nor punishes them for it (see rfstream/train/trainer.py).
 
 Crops (``crops.json``: ``{"size", "pad_frac", "min_pad_px", "crops": [{"image",
 "label", "source", "x_min", ...}]}``) come from the same frames:
@@ -61,6 +64,7 @@ Proposer = Callable[[Frame], np.ndarray]  # frame -> [N, 4] pixel boxes
 
 MATCH_IOU = 0.5
 BACKGROUND_IOU = 0.1
+IGNORE_BELOW_DB = 0.0  # truth fainter than this (in-band SNR) is neither target nor miss
 JITTERS_PER_BOX = 1
 MAX_BACKGROUND_PER_FRAME = 24  # background proposals kept per frame (a random subset)
 JITTER_FRAC = 0.10
@@ -121,15 +125,17 @@ def frame_boxes(frame: Frame, annotations: Iterable[Any]) -> list[dict]:
         if x1 - x0 < 1.0:
             mid = 0.5 * (x0 + x1)
             x0, x1 = max(0.0, mid - 0.5), min(float(frame.width), mid + 0.5)
-        boxes.append(
-            {
-                "label": map_label(ann.label),
-                "x_min": round(x0, 2),
-                "y_min": round(y0, 2),
-                "x_max": round(x1, 2),
-                "y_max": round(y1, 2),
-            }
-        )
+        box = {
+            "label": map_label(ann.label),
+            "x_min": round(x0, 2),
+            "y_min": round(y0, 2),
+            "x_max": round(x1, 2),
+            "y_max": round(y1, 2),
+        }
+        snr = getattr(ann, "snr_db", None)
+        if snr is not None:
+            box["snr_db"] = round(float(snr), 2)
+        boxes.append(box)
     return boxes
 
 
@@ -148,8 +154,13 @@ def propose_crops(
     *,
     rng: np.random.Generator,
     size: tuple[int, int],
+    faint: Sequence[bool] = (),
 ) -> list[tuple[np.ndarray, str, str]]:
-    """(box, label, source) training crops of one frame: matched/background proposals + jittered truth."""
+    """(box, label, source) training crops of one frame: matched/background proposals + jittered truth.
+
+    ``faint`` truth boxes (below ``IGNORE_BELOW_DB``) get no jittered crop: a proposal that found
+    one is labelled by it, but the classifier is not asked to name what cannot be seen.
+    """
     out: list[tuple[np.ndarray, str, str]] = []
     background: list[np.ndarray] = []
     proposals = np.asarray(proposals, dtype=np.float64).reshape(-1, 4)
@@ -170,8 +181,10 @@ def propose_crops(
             background = [background[i] for i in sorted(keep)]
         out.extend((box, "unknown", "proposal") for box in background)
     height, width = size
-    for box, label in zip(truth, truth_labels, strict=True):
-        out.extend((_jitter(box, rng, width, height), label, "jitter") for _ in range(JITTERS_PER_BOX))
+    faint = list(faint) or [False] * len(truth)
+    for box, label, dim in zip(truth, truth_labels, faint, strict=True):
+        if not dim:
+            out.extend((_jitter(box, rng, width, height), label, "jitter") for _ in range(JITTERS_PER_BOX))
     return out
 
 
@@ -256,8 +269,9 @@ def export_dataset(
             )
             label_counts.update(b["label"] for b in boxes)
             truth = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in boxes]).reshape(-1, 4)
+            faint = [b.get("snr_db", IGNORE_BELOW_DB) < IGNORE_BELOW_DB for b in boxes]
             for box, label, kind in propose_crops(
-                truth, [b["label"] for b in boxes], proposer(frame), rng=rng, size=image.shape
+                truth, [b["label"] for b in boxes], proposer(frame), rng=rng, size=image.shape, faint=faint
             ):
                 crops.append(
                     {
@@ -313,6 +327,11 @@ class FrameSet:
     boxes: tuple[np.ndarray, ...]  # per frame [k, 4] float32 pixel boxes
     labels: tuple[np.ndarray, ...]  # per frame [k] int64 indices into LABELS
     manifest: dict[str, Any]
+    faint: tuple[np.ndarray, ...] = ()  # per frame [k] bool: SNR below IGNORE_BELOW_DB (ignored)
+
+    def faint_of(self, i: int) -> np.ndarray:
+        """Which boxes of frame ``i`` are too faint to be targets (all False without SNRs)."""
+        return self.faint[i] if self.faint else np.zeros(len(self.boxes[i]), dtype=bool)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -329,7 +348,7 @@ def load_frames(dataset_dir: str | Path) -> FrameSet:
     if not box_files:
         raise InputError(f"dataset {root}: no frames/*_bboxes.json")
     index = {label: i for i, label in enumerate(LABELS)}
-    names, images, boxes, labels = [], [], [], []
+    names, images, boxes, labels, faint = [], [], [], [], []
     for f in box_files:
         entry = json.loads(f.read_text(encoding="utf-8"))
         with Image.open(f.parent / entry["image"]) as img:
@@ -340,4 +359,5 @@ def load_frames(dataset_dir: str | Path) -> FrameSet:
             np.array([[x["x_min"], x["y_min"], x["x_max"], x["y_max"]] for x in b], np.float32).reshape(-1, 4)
         )
         labels.append(np.array([index[map_label(x["label"])] for x in b], dtype=np.int64))
-    return FrameSet(tuple(names), np.stack(images), tuple(boxes), tuple(labels), manifest)
+        faint.append(np.array([x.get("snr_db", IGNORE_BELOW_DB) < IGNORE_BELOW_DB for x in b], dtype=bool))
+    return FrameSet(tuple(names), np.stack(images), tuple(boxes), tuple(labels), manifest, tuple(faint))

@@ -12,7 +12,10 @@ convolutional; windows at multiples of 8 pixels keep the output grid aligned),
 flipped in time and frequency at random. Targets on the stride-4 grid: a cell is
 positive when its centre lies inside a truth box (at least one cell per box, so
 a one-column tone still has a target); the class target is the box's label
-(smaller boxes drawn last win overlaps). Loss = BCE(objectness) + CE(class) on
+(smaller boxes drawn last win overlaps). Truth below 0 dB in-band SNR
+(``dataset.IGNORE_BELOW_DB``: the synthesiser goes down to −5 dB) is *faint*:
+its cells carry no objectness loss and it counts neither as found nor as missed
+in validation. Loss = BCE(objectness, over the other cells) + CE(class) on
 positive cells, class-weighted by inverse square-root frequency. Validation
 decodes whole frames with :func:`rfstream.detect.decode.decode_frame_detector`
 and matches boxes to truth at IoU ≥ 0.5 with the label (precision, recall, F1).
@@ -141,19 +144,35 @@ def _cells(lo: float, hi: float, n: int) -> tuple[int, int]:
     return c0, min(max(c1, c0 + 1), n)
 
 
+IGNORED = 2  # objectness target of a cell covered only by faint truth: no loss there
+
+
 def frame_targets(
-    boxes: np.ndarray, labels: np.ndarray, shape: tuple[int, int], stride: int
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    shape: tuple[int, int],
+    stride: int,
+    faint: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Objectness (uint8) and class (int64, -1 = none) targets on the stride grid of one frame.
+    """Objectness (uint8: 0, 1, or IGNORED) and class (int64, -1 = none) targets on the stride grid.
 
     Where boxes overlap, the smaller box's label wins (drawn last): a carrier crossing an
-    OFDM burst keeps its own label along its whole length.
+    OFDM burst keeps its own label along its whole length. Cells covered only by ``faint``
+    boxes (too weak to see) are IGNORED: neither a target nor background.
     """
     h, w = shape[0] // stride, shape[1] // stride
     obj = np.zeros((h, w), dtype=np.uint8)
     cls = np.full((h, w), -1, dtype=np.int64)
+    faint = np.zeros(len(boxes), dtype=bool) if faint is None else np.asarray(faint, dtype=bool)
+    for i in np.flatnonzero(faint):
+        x0, y0, x1, y1 = boxes[i] / stride
+        c0, c1 = _cells(x0, x1, w)
+        r0, r1 = _cells(y0, y1, h)
+        obj[r0:r1, c0:c1] = IGNORED
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     for i in np.argsort(-areas, kind="stable"):
+        if faint[i]:
+            continue
         x0, y0, x1, y1 = boxes[i] / stride
         c0, c1 = _cells(x0, x1, w)
         r0, r1 = _cells(y0, y1, h)
@@ -210,8 +229,11 @@ def evaluate_frames(
         )
         dets.sort(key=lambda d: -d.score)
         pred = np.array([[d.x0, d.y0, d.x1, d.y1] for d in dets]).reshape(-1, 4)
-        a, b = _match(pred, [labels.index(d.label) for d in dets], data.boxes[i], data.labels[i].tolist())
-        tp, tp_any, n_pred, n_true = tp + a, tp_any + b, n_pred + len(dets), n_true + len(data.boxes[i])
+        seen = ~data.faint_of(i)  # faint truth is neither found nor missed
+        a, b = _match(
+            pred, [labels.index(d.label) for d in dets], data.boxes[i][seen], data.labels[i][seen].tolist()
+        )
+        tp, tp_any, n_pred, n_true = tp + a, tp_any + b, n_pred + len(dets), n_true + int(seen.sum())
     out = _prf(tp, n_pred, n_true)
     out.update({f"{k}_any": v for k, v in _prf(tp_any, n_pred, n_true).items()})
     return out
@@ -310,7 +332,10 @@ def train_frame_detector(
     torch.set_num_threads(THREADS)
     stride = FrameDetector.stride
     shape = data.images.shape[1:]
-    targets = [frame_targets(b, lab, shape, stride) for b, lab in zip(data.boxes, data.labels, strict=True)]
+    targets = [
+        frame_targets(b, lab, shape, stride, data.faint_of(i))
+        for i, (b, lab) in enumerate(zip(data.boxes, data.labels, strict=True))
+    ]
     counts = np.bincount(np.concatenate(data.labels), minlength=len(labels)).astype(float)
     class_w = _class_weights(counts)
     folds = group_folds([recording_of(n) for n in data.names], hp.folds, seed)
@@ -336,7 +361,10 @@ def train_frame_detector(
                     data, targets, order[step * hp.batch_size : (step + 1) * hp.batch_size], rng, stride
                 )
                 obj_logit, cls_logit = model(x)
-                loss = F.binary_cross_entropy_with_logits(obj_logit, obj_t)
+                seen = (obj_t != IGNORED).float()
+                loss = F.binary_cross_entropy_with_logits(
+                    obj_logit, (obj_t == 1).float(), weight=seen, reduction="sum"
+                ) / seen.sum().clamp(min=1.0)
                 if (cls_t >= 0).any():
                     loss = loss + F.cross_entropy(cls_logit, cls_t, weight=class_w, ignore_index=-1)
                 opt.zero_grad(set_to_none=True)
