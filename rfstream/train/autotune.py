@@ -13,8 +13,8 @@ Frame detector (samples = frames; batches are 512×512 random crops of frames):
     frames        epochs  k   folds run  batch  lr      patience
     < 50          60      5   3          4      1e-3    15
     50 – 199      40      5   2          4      2e-3    10
-    200 – 999     30      5   1          8      2e-3    8
-    ≥ 1000        20      10  1          8      3e-3    5
+    200 – 999     16      5   1          8      2e-3    8
+    ≥ 1000        16      10  1          8      3e-3    5
 
 Crop classifier (samples = crops):
 
@@ -47,8 +47,8 @@ _TABLES: dict[str, tuple[tuple[float, int, int, int, int, float, int], ...]] = {
     "frame_detector": (
         (50, 60, 5, 3, 4, 1e-3, 15),
         (200, 40, 5, 2, 4, 2e-3, 10),
-        (1000, 30, 5, 1, 8, 2e-3, 8),
-        (float("inf"), 20, 10, 1, 8, 3e-3, 5),
+        (1000, 16, 5, 1, 8, 2e-3, 8),
+        (float("inf"), 16, 10, 1, 8, 3e-3, 5),
     ),
     "crop_classifier": (
         (500, 80, 5, 3, 32, 1e-3, 15),
