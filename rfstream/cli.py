@@ -606,6 +606,11 @@ def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rfstream.runtime.budget import limit_blas
+
+    # OpenBLAS reads its thread count once, when NumPy loads (building the parser may load it):
+    # one thread, as the thread budget wants (runtime.blas_threads other than 1 needs threadpoolctl).
+    limit_blas(1)
     parser = build_parser()
     args = _parse(parser, argv)
     try:

@@ -32,16 +32,18 @@ import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rfstream.config import Config
 from rfstream.detect.base import Detector
-from rfstream.pipeline import Pipeline, RunSummary
 from rfstream.runtime.budget import ThreadBudget, limit_blas, plan_for
-from rfstream.runtime.metrics import Metrics
 from rfstream.sinks.base import Sink
 from rfstream.sources.base import LiveDevice, Source, SourceInfo, SourceWithStats
 from rfstream.types import ChunkResult
+
+if TYPE_CHECKING:  # imported when a run is assembled: a wrong path fails before SciPy loads
+    from rfstream.pipeline import Pipeline, RunSummary
+    from rfstream.runtime.metrics import Metrics
 
 __all__ = [
     "SinkFactory",
@@ -147,6 +149,7 @@ def assemble(
     ``sinks`` are already open; ``sink_factories`` are called with the source's info.
     """
     from rfstream.dsp.backend import get_backend
+    from rfstream.runtime.metrics import Metrics
     from rfstream.sinks.security import check_publish_security
     from rfstream.sources import open_source
 
@@ -201,6 +204,8 @@ def assemble(
     if isinstance(source, LiveDevice):
         live = source
         metrics.device_state_fn = lambda: live.device_state
+    from rfstream.pipeline import Pipeline
+
     return Pipeline(
         cfg,
         source,
