@@ -567,7 +567,7 @@ class Pipeline:
         emit = log.warning if up else log.info
         emit(
             "degrade level changed",
-            level=level,
+            degrade_level=level,  # not "level": that key is the log record's own
             previous=previous,
             meaning=DEGRADE_LEVELS[level],
             load=round(self.degrade.load, 3) if self.degrade is not None else None,
