@@ -3,7 +3,7 @@
     read        chunk      = next(source)               (its own thread; a full queue blocks or sheds)
     spectrogram frame      = spectrogram.process(chunk)
     detect      found      = fanout.run(frame)            every detector at once
-    merge_track detections = merge(found)                 class-aware NMS across detectors
+    merge_track detections = merge(found)                 one box per signal (fusion) + publish gate
                 events     = tracker.update(frame, detections)
     publish     for sink in sinks: sink.publish(result)   never blocks (the thread that called run())
 
@@ -58,7 +58,7 @@ import structlog
 from rfstream.config import Config
 from rfstream.detect.base import Detector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.nms import merge_detections
+from rfstream.detect.fuse import merge_stage
 from rfstream.dsp.backend import Backend, numpy_backend
 from rfstream.dsp.factory import make_spectrogrammer
 from rfstream.runtime.budget import ThreadBudget, plan_for
@@ -206,11 +206,7 @@ class Pipeline:
     def _merge_track(self, w: _Work) -> _Work:
         cfg = w.cfg or self.cfg
         with self._timed(w, "merge_track"):
-            w.detections = merge_detections(
-                [d for dets in w.found.values() for d in dets],
-                iou_threshold=cfg.merge.iou_threshold,
-                class_aware=cfg.merge.class_aware,
-            )
+            w.detections = merge_stage(cfg.merge).process([d for dets in w.found.values() for d in dets])
             w.events = self.tracker.update(w.frame, w.detections)
         return w
 
@@ -567,7 +563,7 @@ class Pipeline:
         emit = log.warning if up else log.info
         emit(
             "degrade level changed",
-            degrade_level=level,  # not "level": that key is the log record's own
+            degrade_level=level,  # not "level": the JSON log's own level key would overwrite it
             previous=previous,
             meaning=DEGRADE_LEVELS[level],
             load=round(self.degrade.load, 3) if self.degrade is not None else None,
@@ -596,11 +592,15 @@ class Pipeline:
         cfg, fanout = pending
         old, self.fanout, self.cfg = self.fanout, fanout, cfg
         old.close()
-        if self.degrade is not None:
-            self.degrade.levels = tuple(sorted({0, *self._degrade_levels()}))
-            self._apply_degrade(self.metrics.degrade_level)  # the new detector set degrades alike
+        level_before = self.metrics.degrade_level
+        if self.degrade is not None:  # the new detector set degrades alike; a level it lacks steps down
+            level = self.degrade.set_levels(self._degrade_levels())
+            if level != level_before:
+                self._set_degrade(level)
+            else:
+                self._apply_degrade(level)
         self.metrics.count("reloads")
-        log.info("detectors reloaded", detectors=list(self.fanout.enabled))
+        log.info("detectors reloaded", detectors=list(self.fanout.enabled), degrade_level=level_before)
 
     def _account(self, chunk: Chunk, result: ChunkResult, w: _Work, done: int) -> None:
         m = self.metrics
