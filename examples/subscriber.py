@@ -17,7 +17,7 @@ import sys
 import msgpack
 import zmq
 
-SUPPORTED_VERSION = 1
+SUPPORTED_VERSIONS = (1, 2)  # 2: one fused box per signal, with presence / alternatives / group_id
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,17 +48,20 @@ def main(argv: list[str] | None = None) -> int:
             topic = topic_raw.decode()
             msg = msgpack.unpackb(payload_raw, raw=False)
             received += 1
-            if msg.get("v") != SUPPORTED_VERSION:
-                print(f"{topic}: schema v{msg.get('v')} is not v{SUPPORTED_VERSION}; skipped")
+            if msg.get("v") not in SUPPORTED_VERSIONS:
+                print(f"{topic}: schema v{msg.get('v')} is not one this reader knows; skipped")
                 continue
             if topic == "detections":
                 if last_seq is not None and msg["seq"] != last_seq + 1:
                     print(f"  ({msg['seq'] - last_seq - 1} chunk(s) not received)")
                 last_seq = msg["seq"]
                 for d in msg["detections"]:
+                    # v2: runner-up labels with their probabilities (v1 has none)
+                    others = ", ".join(f"{k} {v:.2f}" for k, v in d.get("alternatives", {}).items())
                     print(
                         f"chunk {msg['seq']}: {d['label']} at {d['f_low_hz'] / 1e6:.4f}-{d['f_high_hz'] / 1e6:.4f} MHz, "
-                        f"{d['t_start_s']:.3f}-{d['t_stop_s']:.3f} s, score {d['score']:.2f} ({d['detector']})"
+                        f"{d['t_start_s']:.3f}-{d['t_stop_s']:.3f} s, score {d['score']:.2f} "
+                        f"(found by {', '.join(d['found_by'])})" + (f"; or {others}" if others else "")
                     )
             elif topic == "tracks":
                 if msg["snapshot"]:

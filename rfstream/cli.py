@@ -139,6 +139,9 @@ def _load(args: argparse.Namespace, mapping: dict[str, str], extra: dict[str, An
     if extra:
         overrides = {**extra, **overrides}
     cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    from rfstream.runtime.budget import limit_blas
+
+    limit_blas(cfg.runtime.blas_threads or 1)  # BLAS reads its thread count when NumPy loads: now
     from rfstream.runtime.logging import configure_logging
 
     configure_logging(cfg.runtime.log_format, cfg.runtime.log_level)
@@ -386,9 +389,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})  # before NumPy loads
     from rfstream.bench import run_bench
 
-    cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})
     try:
         rates = [finite_float(r) for r in args.rates.split(",") if r.strip()]
     except argparse.ArgumentTypeError as exc:
@@ -401,8 +404,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--chunks must lie in [1, 100000], got {args.chunks}")
     if not 0 <= args.peers <= 1000:
         raise InputError(f"--peers must lie in [0, 1000], got {args.peers}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("pipelined", "serial") for m in modes):
+        raise InputError(f"--modes must name pipelined and/or serial, got {args.modes!r}")
+    if not 0 <= args.replay_s <= 600:
+        raise InputError(f"--replay-s must lie in [0, 600], got {args.replay_s:g}")
     report = run_bench(
-        cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish, peers=args.peers
+        cfg,
+        rates,
+        chunks=args.chunks,
+        config_dir=_config_dir(args),
+        publish=args.publish,
+        peers=args.peers,
+        modes=modes,
+        replay_s=args.replay_s,
+        config_path=getattr(args, "config", None),
     )
     print(json.dumps(report, indent=2) if args.json else report["table"])
     return 0
@@ -542,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         help="rounds of the spectrogram-vs-scipy/torch rows and per-stage CPU costs (0 = skip; default 5)",
+    )
+    p.add_argument(
+        "--modes",
+        default="pipelined,serial",
+        help="runtimes to time at each rate, alternating: pipelined, serial (default both, with their ratio)",
+    )
+    p.add_argument(
+        "--replay-s",
+        type=finite_float,
+        default=6.0,
+        help="seconds of a generated 20 MS/s ci16 recording to replay as a whole process (0 = skip; default 6)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_bench)

@@ -106,8 +106,15 @@ DEFAULT_DETECTORS: tuple[DetectorConfig, ...] = (
 
 @dataclass(frozen=True, slots=True)
 class MergeConfig:
-    iou_threshold: float = 0.5
-    class_aware: bool = True
+    mode: str = "fuse"  # fuse (one box per signal, rfstream/detect/fuse.py) | class_nms
+    cluster_iou: float = 0.3  # fuse: boxes overlapping more are one signal, whatever their labels
+    correlated: tuple[str, ...] = ("energy+classifier",)  # fuse: detectors sharing evidence, "a+b"
+    group_fragments: bool = True  # fuse: join fragments of one emission (rfstream/detect/fragments.py)
+    threshold: float = -1.0  # publish gate on the score; < 0: the fusion file's (fuse) or 0 (class_nms)
+    keep_low_confidence: bool = False  # publish boxes below the gate, marked low_confidence
+    fusion_file: str = ""  # fitted fusion numbers (scripts/fit_fusion.py); "": the shipped fusion.json
+    iou_threshold: float = 0.5  # class_nms: NMS IoU
+    class_aware: bool = True  # class_nms: only boxes of one label suppress each other
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +142,14 @@ class PublishConfig:
 class RuntimeConfig:
     deadline_ms: float = 400.0
     queue_depth: int = 4
-    workers: int = 0  # detector fan-out threads; 0 = one per detector
+    workers: int = 0  # detectors run at once by the fan-out; 0 = from the thread budget
+    # the thread budget (rfstream/runtime/budget.py); 0 = decided at start-up from the usable cores
+    threads: int = 0  # cores to plan for; 0 = the CPU affinity capped by the cgroup CPU quota
+    spectrogram_workers: int = 0  # CPU spectrogram threads
+    detector_threads: int = 0  # ONNX Runtime intra-op threads per session (a record's threads wins)
+    blas_threads: int = 0  # OpenBLAS/MKL threads; 0 = 1
+    pipelined: bool = True  # each stage in its own worker; false: one chunk at a time (debugging)
+    stage_queue_depth: int = 2  # chunks waiting between two pipelined stages
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
     watchdog: bool = True  # feed systemd's watchdog while chunks flow
@@ -169,6 +183,7 @@ _CHOICES = {
     "runtime.log_format": ("auto", "console", "json"),
     "runtime.log_level": ("debug", "info", "warning", "error"),
     "detectors.kind": ("energy", "two_stage", "onnx", "tensorrt", "torch"),
+    "merge.mode": ("fuse", "class_nms"),
 }
 
 
@@ -214,6 +229,8 @@ _RANGES: dict[str, _Range] = {
     "detectors.priority": _Range(-1000, 1000),
     "detectors.score_threshold": _Range(-1.0, 1.0),
     "merge.iou_threshold": _Range(0.0, 1.0),
+    "merge.cluster_iou": _Range(0.0, 1.0),
+    "merge.threshold": _Range(-1.0, 1.0),
     "tracker.max_gap_s": _Range(0.0, 86_400.0, low_open=True),
     "tracker.confirm_hits": _Range(1, 10_000),
     "tracker.freq_tolerance_hz": _Range(0.0, MAX_SAMPLE_RATE_HZ),
@@ -224,6 +241,11 @@ _RANGES: dict[str, _Range] = {
     "runtime.deadline_ms": _Range(0.0, 3_600_000.0, low_open=True),
     "runtime.queue_depth": _Range(1, 1024),
     "runtime.workers": _Range(0, 256),
+    "runtime.threads": _Range(0, 1024),
+    "runtime.spectrogram_workers": _Range(0, 256),
+    "runtime.detector_threads": _Range(0, 256),
+    "runtime.blas_threads": _Range(0, 256),
+    "runtime.stage_queue_depth": _Range(1, 64),
     "runtime.watchdog_stall_s": _Range(0.0, 86_400.0),
     "runtime.degrade_load_high": _Range(0.0, 100.0, low_open=True),
     "runtime.degrade_load_low": _Range(0.0, 100.0, low_open=True),
@@ -240,6 +262,7 @@ _PATHS = {
     "publish.curve_secret_key",
     "publish.curve_authorized_keys",
     "detectors.model",
+    "merge.fusion_file",
 }
 MAX_PATH_CHARS = 1024
 MAX_STRING_CHARS = 1024  # any text setting: names, endpoints, device args, paths

@@ -16,6 +16,10 @@ Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.
   ``max_gap_s`` join the same one. A track may take several detections in one
   chunk (pulses on one frequency); unmatched detections start new tracks, which
   later detections of the same chunk may join.
+- **Trains** (detections of one chunk sharing a ``group_id`` ≥ 0: a frequency hopper's dwells,
+  a pulse train, TDMA bursts, grouped by fusion, see :mod:`rfstream.detect.fragments`) are
+  associated as one detection spanning them all (lowest to highest frequency, first start to last
+  stop, best score), so a hopper is one track across chunks, its band the span it hops over.
 - **Ids** start at 1 and only grow.
 - **State**: ``tentative`` until ``confirm_hits`` detections have joined, then
   ``confirmed``; ``ended`` once ``now - last_seen_s > max_gap_s`` (a gap in the
@@ -121,7 +125,9 @@ class Tracker:
         self._last_seq = seq
         started: set[int] = set()
         touched: set[int] = set()
-        for det in sorted(detections, key=lambda d: (d.t_start_s, d.f_low_hz, d.f_high_hz, -d.score)):
+        for det in sorted(
+            _by_train(detections), key=lambda d: (d.t_start_s, d.f_low_hz, d.f_high_hz, -d.score)
+        ):
             best, best_affinity = None, 0.0
             for track in self._live.values():  # dict order = id order, so ties go to the older
                 affinity = self._affinity(track, det)
@@ -174,3 +180,23 @@ class Tracker:
     def tracks(self) -> list[Track]:
         """Snapshots of the live tracks, by id (for a late subscriber)."""
         return [t.snapshot() for t in self._live.values()]
+
+
+def _by_train(detections: Sequence[Detection]) -> list[Detection]:
+    """Each train (detections sharing a ``group_id`` >= 0) as one detection spanning it; others as they are."""
+    single = [d for d in detections if d.group_id < 0]
+    trains: dict[int, list[Detection]] = {}
+    for d in detections:
+        if d.group_id >= 0:
+            trains.setdefault(d.group_id, []).append(d)
+    for members in trains.values():
+        best = max(members, key=lambda d: (d.score, d.label, d.detector))
+        single.append(
+            best.replace(
+                f_low_hz=min(d.f_low_hz for d in members),
+                f_high_hz=max(d.f_high_hz for d in members),
+                t_start_s=min(d.t_start_s for d in members),
+                t_stop_s=max(d.t_stop_s for d in members),
+            )
+        )
+    return single

@@ -67,6 +67,11 @@ class Detection:
     detector: str  # the detector (or, after merging, the best one) that found it
     found_by: tuple[str, ...] = ()  # every detector that found it; () means (detector,)
     chunk_seq: int = -1
+    # Set by fusion (rfstream.detect.fuse); a single detector's box leaves the defaults.
+    presence: float | None = None  # probability that a real signal is there, whatever its label
+    alternatives: tuple[tuple[str, float], ...] = ()  # runner-up labels and their probabilities
+    group_id: int = -1  # boxes of one emitter's train (hops, pulses) share it within a chunk; -1: none
+    low_confidence: bool = False  # below the operating threshold (kept only where merge asks)
 
     def __post_init__(self) -> None:
         if not self.found_by:

@@ -72,7 +72,7 @@ def test_subscriber_gets_one_detections_message_per_chunk_in_order(capture):
     dets = [p for t, p in messages if t == "detections"]
     assert [p["seq"] for p in dets] == list(range(chunks))
     for p in dets:
-        assert next(iter(p)) == "v" and p["v"] == 1
+        assert next(iter(p)) == "v" and p["v"] == 2
         for key in (
             "t0_s",
             "t1_s",

@@ -318,3 +318,32 @@ def test_adsb_bursts_in_a_real_rtl_sdr_capture():
         assert d.t_start_s >= 0.015 and d.t_stop_s <= 0.175, (d.t_start_s, d.t_stop_s)
         assert d.f_low_hz >= 1089e6 and d.f_high_hz <= 1091e6
     assert len(dets) - len(bursts) <= 2
+
+
+def test_scores_are_calibrated_by_the_fusion_file(tmp_path):
+    """The published score is the fitted logistic of the box's SNR and shape; "none" is the raw score."""
+    import dataclasses as dc
+
+    from rfstream.detect.calibration import Logistic
+    from rfstream.detect.energy import ENERGY_FEATURES, calibration_features
+    from rfstream.detect.fuse import FusionModel
+    from rfstream.errors import ConfigError
+
+    frame = make_frame(noise_image(np.random.default_rng(1), signals=SIGNALS))
+    raw = EnergyDetector(options=EnergyOptions(calibration="none")).detect(frame)
+    # a made-up fit that prefers wide boxes: the order changes, the boxes do not
+    fit = Logistic(ENERGY_FEATURES, (0.0, 0.0, 20.0, 0.0, 0.0, -1.0))
+    path = tmp_path / "fusion.json"
+    path.write_text(FusionModel(energy=fit).to_json())
+    calibrated = EnergyDetector(options=EnergyOptions(calibration=str(path))).detect(frame)
+    assert sorted((d.x0, d.y0) for d in calibrated) == sorted((d.x0, d.y0) for d in raw)
+    by_box = {(d.x0, d.y0, d.x1, d.y1): d.score for d in raw}
+    for d in calibrated:
+        box = np.array([[d.x0, d.y0, d.x1, d.y1]])
+        want = fit(
+            calibration_features(box, np.array([by_box[(d.x0, d.y0, d.x1, d.y1)]]), (1024, 1024), 10.0)
+        )
+        assert d.score == pytest.approx(float(want[0]))
+    assert [d.score for d in calibrated] == sorted((d.score for d in calibrated), reverse=True)
+    with pytest.raises(ConfigError, match="fusion_file"):
+        EnergyDetector(options=dc.replace(EnergyOptions(), calibration=str(tmp_path / "missing.json")))

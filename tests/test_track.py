@@ -115,3 +115,25 @@ def test_confirm_hits_one_and_tolerance():
     strict = Tracker(TrackerConfig(confirm_hits=1))
     strict.update(f0, [det(f0, 100, 101)])
     assert [e.kind for e in strict.update(f1, [det(f1, 104, 105)])] == ["start"]
+
+
+def test_a_hop_train_keeps_one_track_across_chunks():
+    """Fusion gives a hopper's dwells of one chunk one group_id: the tracker follows the train as one
+    emitter (one id), not one track per channel; an ungrouped carrier beside it is its own track."""
+    tr = Tracker(TrackerConfig(max_gap_s=0.5, confirm_hits=2))
+    ids = set()
+    for seq in range(3):
+        fr = frame(seq)
+        channels = [
+            (100 + 37 * ((k + seq) % 5), 40 * k + 10) for k in range(6)
+        ]  # a different order each chunk
+        hops = [det(fr, x, x + 20, y, y + 30, label="fsk").replace(group_id=1) for x, y in channels]
+        carrier = det(fr, 900, 903, label="tone")
+        events = tr.update(fr, [*hops, carrier])
+        ids |= {e.track.track_id for e in events if e.track.label == "fsk"}
+        assert sum(1 for e in events if e.track.label == "fsk") == 1
+    assert len(ids) == 1
+    (train,) = [t for t in tr.tracks() if t.label == "fsk"]
+    assert train.state == "confirmed" and train.hits == 3
+    assert train.f_high_hz - train.f_low_hz > 100 * frame(0).df_hz  # the span it hops over
+    assert len(tr.tracks()) == 2  # the train and the carrier

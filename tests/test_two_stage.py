@@ -115,7 +115,8 @@ def test_detectors_with_their_own_proposers_compute_separately(tmp_path, monkeyp
 
 
 def test_an_energy_detector_is_a_proposer_sharing_its_own(tmp_path):
-    energy = EnergyDetector("energy", score_threshold=0.9)
+    # raw SNR scores (no calibration), so 0.9 is above every box of this scene
+    energy = EnergyDetector("energy", EnergyOptions(calibration="none"), score_threshold=0.9)
     assert isinstance(energy, Proposer)
     ts = two_stage(tmp_path, proposer=energy)
     frame = make_frame(scene(), rate=2e6, fc=433e6)
@@ -123,7 +124,7 @@ def test_an_energy_detector_is_a_proposer_sharing_its_own(tmp_path):
 
 
 def test_a_shared_proposer_applies_each_detectors_own_threshold(tmp_path):
-    shared = EnergyProposer()
+    shared = EnergyProposer(EnergyOptions(calibration="none"))  # raw SNR scores: both below 0.9
     frame = make_frame(scene(), rate=2e6, fc=433e6)
     strict = EnergyDetector("strict", proposer=shared, score_threshold=0.9)
     ts = two_stage(tmp_path, proposer=shared)

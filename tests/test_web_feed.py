@@ -54,7 +54,7 @@ def feed():
 def test_detections_of_both_schema_versions(feed):
     fr = frame(0)
     det = fr.detection(5, 10, 9, 20, score=0.9, label="psk", detector="frame")
-    v1 = encode_chunk(ChunkResult(fr, (det,), (), {}))
+    v1 = {**encode_chunk(ChunkResult(fr, (det,), (), {})), "v": 1}
     feed.handle(wire("detections", v1))
     v2 = {**encode_chunk(ChunkResult(frame(1), (det,), (), {})), "v": 2}
     v2["detections"][0].update(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 import time
@@ -130,7 +131,7 @@ def test_one_detections_message_per_chunk_in_order_with_v_first(ctx, pub):
         assert topic == b"detections"
         assert raw[1:3] == b"\xa1v"  # on the wire: the map's first key is "v"
         p = msgpack.unpackb(raw)
-        assert next(iter(p)) == "v" and p["v"] == 1
+        assert next(iter(p)) == "v" and p["v"] == 2
         chunk = r.frame.chunk
         assert p["seq"] == chunk.seq
         assert p["start_sample"] == chunk.start_sample
@@ -146,6 +147,9 @@ def test_one_detections_message_per_chunk_in_order_with_v_first(ctx, pub):
             for key in ("x0", "y0", "x1", "y1", "t_start_s", "t_stop_s", "f_low_hz", "f_high_hz", "score"):
                 assert got[key] == pytest.approx(getattr(want, key))
             assert got["label"] == "wifi" and got["detector"] == "energy" and got["found_by"] == ["energy"]
+            # schema 2: a box fusion did not touch has presence = score, no alternatives, no group
+            assert got["presence"] == pytest.approx(want.score) and got["alternatives"] == {}
+            assert got["group_id"] == -1 and got["low_confidence"] is False
     first = results[0]
     # UTC where the chunk knows it, nil where it does not
     pub.publish(first)
@@ -156,6 +160,14 @@ def test_one_detections_message_per_chunk_in_order_with_v_first(ctx, pub):
     assert datetime.fromisoformat(det["t_start_utc"].replace("Z", "+00:00")) == expected
     pub.publish(results[1])
     assert msgpack.unpackb(recv(sub)[1])["start_time_utc"] is None
+    # schema 2: fused boxes carry their runner-up labels as label -> probability
+    fused = first.detections[0].replace(
+        presence=0.9, alternatives=(("fm", 0.2), ("ook", 0.05)), group_id=4, low_confidence=True
+    )
+    pub.publish(dataclasses.replace(first, detections=(fused,)))
+    got = msgpack.unpackb(recv(sub)[1])["detections"][0]
+    assert got["alternatives"] == {"fm": 0.2, "ook": 0.05} and got["presence"] == 0.9
+    assert got["group_id"] == 4 and got["low_confidence"] is True
 
 
 def test_empty_chunk_still_publishes_and_tracks_only_with_events(ctx, pub):
@@ -358,7 +370,7 @@ def test_health_is_published_with_v_first_and_publish_counters(ctx, pub):
     topic, raw = recv(sub)
     assert topic == b"health"
     p = msgpack.unpackb(raw)
-    assert list(p)[:2] == ["v", "uptime_s"] and p["v"] == 1
+    assert list(p)[:2] == ["v", "uptime_s"] and p["v"] == 2
     assert p["chunks"]["received"] == 5 and p["latency_ms"]["total"]["p50"] == 3.0
     assert p["queue_depths"] == [1, 0]
     assert p["publish"]["sent"] >= 2 and p["publish"]["dropped"] == 0

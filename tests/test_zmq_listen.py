@@ -27,6 +27,7 @@ def make_result(seq: int) -> ChunkResult:
     chunk = Chunk(np.zeros(1000, np.complex64), 1e6, 433.92e6, seq * 1000, seq, time.monotonic_ns())
     frame = Frame(np.zeros((16, 16), np.float32), chunk.start_s, 1e-3 / 16, 433.42e6, 1e6 / 16, chunk)
     det = frame.detection(2, 3, 6, 9, score=0.9, label="ook", detector="energy")
+    det = det.replace(presence=0.95, alternatives=(("fm", 0.05),), group_id=1)  # as fusion makes them
     tr = Track(seq, "ook", det.f_low_hz, det.f_high_hz, det.t_start_s, det.t_stop_s, 1, 0.9, "tentative")
     return ChunkResult(frame, (det,), (TrackEvent("start", tr, seq),))
 
@@ -66,6 +67,7 @@ def test_listen_receives_and_prints_readable_lines(pub):
     assert topics <= {"detections", "tracks", "health"} and "detections" in topics
     det_line = next(line for line in lines if line.startswith("detections"))
     assert "n=1" in det_line and "ook 433." in det_line and "score=0.90" in det_line
+    assert "or=fm:0.05" in det_line and "group=1" in det_line  # schema 2's runner-up label and train
 
 
 def test_listen_json_lines_and_topic_filter(pub):
@@ -80,7 +82,7 @@ def test_listen_json_lines_and_topic_filter(pub):
     run_until(pub, t)
     assert got == [3]
     messages = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert all(m["topic"] == "tracks" and m["v"] == 1 for m in messages)
+    assert all(m["topic"] == "tracks" and m["v"] == 2 for m in messages)
     assert any(m["snapshot"] for m in messages) or all(m["events"] for m in messages)
 
 
@@ -108,6 +110,8 @@ def test_example_subscriber_runs_against_a_real_publisher(pub):
     out, err = proc.communicate()
     assert proc.returncode == 0, err
     assert "ook at 433." in out or "live tracks" in out or "health:" in out
+    if "ook at 433." in out:
+        assert "or fm 0.05" in out  # schema 2's alternatives
     assert "Traceback" not in err
 
 

@@ -68,6 +68,13 @@ above the floor, times the image's dB per unit) mapped monotonically onto
 [0, 1] as ``snr / (snr + score_half_db)`` — 0 dB → 0, ``score_half_db`` → 0.5,
 approaching 1 for strong signals.
 
+**Calibration**: the detector publishes the probability that a box is a real signal, not the
+raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
+SNR, its logarithm, width in columns, height as a share of the frame, and how much it looks like a
+narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
+``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
+publishes the raw score; the proposals a two-stage detector scores are always raw.
+
 **Cost**: every full-frame array is allocated once per frame shape; running
 means are sliced adds / one cumulative sum in float32; statistics use a
 strided sample; per-component work is ``bincount`` over the masked pixels.
@@ -170,6 +177,9 @@ class EnergyOptions:
     edge_fraction: float = field(
         default=0.5, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
     )
+    # The detector's published score: "" = calibrated by the shipped rfstream/models/fusion.json,
+    # "none" = the raw SNR score, else the path of a fusion file (scripts/fit_fusion.py writes one).
+    calibration: str = ""
 
 
 def frame_rows_per_slice(frame: Frame, hop: int) -> float:
@@ -545,11 +555,13 @@ class EnergyDetector:
         score_threshold: float = 0.0,
         xp: Any = np,
         proposer: EnergyProposer | None = None,
+        calibration: Any = None,
     ) -> None:
         self.name = name
         self.proposer = proposer or EnergyProposer(options, xp=xp, where=f"detectors.{name}.options")
         self.priority = priority
         self.score_threshold = max(0.0, float(score_threshold))
+        self.calibration = calibration if calibration is not None else _calibration(self.options)
 
     @property
     def options(self) -> EnergyOptions:
@@ -598,11 +610,53 @@ class EnergyDetector:
         return self.proposer.for_frame(frame, score_threshold)
 
     def detect(self, frame: Frame) -> list[Detection]:
-        boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
+        if self.calibration is None:
+            boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
+        else:
+            boxes, raw = self.proposer.for_frame(frame, 0.0)
+            feats = calibration_features(boxes, raw, frame.image.shape, self.options.score_half_db)
+            scores = self.calibration(feats)
+            keep = np.flatnonzero(scores >= self.score_threshold)
+            keep = keep[np.argsort(-scores[keep], kind="stable")]
+            boxes, scores = boxes[keep], scores[keep]
         return [
             frame.detection(x0, y0, x1, y1, score=s, label="unknown", detector=self.name)
             for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist(), strict=True)
         ]
+
+
+ENERGY_FEATURES = ("snr_10db", "log_snr", "log2_width_cols", "height_share", "tall_narrow", "bias")
+
+
+def calibration_features(
+    boxes: np.ndarray, raw_scores: np.ndarray, frame_shape: tuple[int, ...], score_half_db: float
+) -> np.ndarray:
+    """Features of the energy detector's boxes for its calibration (:data:`ENERGY_FEATURES`).
+
+    ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    s = np.clip(np.asarray(raw_scores, dtype=np.float64), 0.0, 1.0 - 1e-6)
+    snr = np.clip(score_half_db * s / (1.0 - s), 0.0, 60.0)
+    height, width = float(frame_shape[0]), float(frame_shape[1])
+    cols = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) * (1024.0 / width)  # in 1024-column units
+    share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
+    tall_narrow = (share >= 0.9) / cols
+    return np.stack(
+        [snr / 10.0, np.log1p(snr), np.log2(cols) / 10.0, share, tall_narrow, np.ones_like(snr)], axis=1
+    )
+
+
+def _calibration(options: EnergyOptions) -> Any:
+    """The logistic map of ``options.calibration`` (see EnergyOptions), or None for raw scores."""
+    if options.calibration == "none":
+        return None
+    from rfstream.detect.fuse import load_fusion
+
+    model = load_fusion(options.calibration).energy
+    if model is not None and tuple(model.features) != ENERGY_FEATURES:
+        return None  # a file fitted on other features: keep raw scores rather than misapply it
+    return model
 
 
 def energy_options(

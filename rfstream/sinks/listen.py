@@ -112,17 +112,29 @@ def _json_extra(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
+KNOWN_VERSIONS = (1, 2)  # 2 adds keys to each detection; every key is read with a default
+
+
 # --- readable lines ------------------------------------------------------------------------------
 def _mhz(hz: Any) -> str:
     return f"{float(hz) / 1e6:.4f}"
 
 
 def _det(d: dict[str, Any]) -> str:
-    return (
+    line = (
         f"{d.get('label', '?')} {_mhz(d.get('f_low_hz', 0))}-{_mhz(d.get('f_high_hz', 0))} MHz "
         f"{float(d.get('t_start_s', 0)):.3f}-{float(d.get('t_stop_s', 0)):.3f}s "
         f"score={float(d.get('score', 0)):.2f} by={','.join(d.get('found_by') or [d.get('detector', '?')])}"
     )
+    alternatives = d.get("alternatives")
+    if isinstance(alternatives, dict) and alternatives:  # schema 2: label -> probability
+        ranked = sorted(alternatives.items(), key=lambda kv: -float(kv[1]))
+        line += " or=" + ",".join(f"{k}:{float(v):.2f}" for k, v in ranked)
+    if isinstance(d.get("group_id"), int) and d["group_id"] >= 0:
+        line += f" group={d['group_id']}"
+    if d.get("low_confidence"):
+        line += " LOW"
+    return line
 
 
 def _track(t: dict[str, Any]) -> str:
@@ -134,7 +146,7 @@ def _track(t: dict[str, Any]) -> str:
 
 def format_message(topic: str, p: dict[str, Any]) -> str:
     """One readable line for one message; unknown topics and versions print their keys."""
-    if p.get("v") != 1:
+    if p.get("v") not in KNOWN_VERSIONS:
         return f"{topic} (schema v{p.get('v')}, unknown to this client) keys={','.join(map(str, p))}"
     if topic == "detections":
         dets = p.get("detections", [])

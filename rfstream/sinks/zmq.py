@@ -34,7 +34,7 @@ from rfstream.sinks.endpoints import check_zmq_endpoint, is_local_endpoint
 from rfstream.sinks.security import check_publish_security, load_server_certificate
 from rfstream.types import ChunkResult, Detection, Frame, Track, TrackEvent
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: fused detections (presence, alternatives, group_id, low_confidence)
 
 TOPIC_DETECTIONS = b"detections"
 TOPIC_TRACKS = b"tracks"
@@ -64,6 +64,10 @@ def encode_detection(det: Detection, frame: Frame) -> dict[str, Any]:
         "label": det.label,
         "detector": det.detector,
         "found_by": list(det.found_by),
+        "presence": float(det.score if det.presence is None else det.presence),
+        "alternatives": {label: float(p) for label, p in det.alternatives},
+        "group_id": int(det.group_id),
+        "low_confidence": bool(det.low_confidence),
     }
 
 
