@@ -12,6 +12,14 @@ nfft and hop (complex input, both sides of the spectrum); the ratio peer /
 rfstream (median of the per-round ratios, so a busy spell hits both); the
 stage's achieved FLOP rate against the conventional ``5·N·log2(N)`` per FFT
 slice; and the FFT floor, the complex64 FFTs of the same slices alone.
+
+Each rate runs pipelined and serially (``modes``), alternating, with the ratio of
+their real-time factors; "keeps up" is judged on p50 and p99 separately. Each
+run also gives each stage thread's CPU per chunk (``time.thread_time``), each
+core's busy share (/proc/stat, every process counted: the machine may be
+shared; the load average is printed) and the arrival → publish latency.
+:func:`bench_replay` times a whole ``rfstream replay --fast`` process of a
+generated ci16 recording, start-up included, and its time to the first chunk.
 :func:`stage_cpu` gives the CPU milliseconds each stage costs per chunk, run
 alone on the same chunks (the spectrogram, then every detector in turn).
 """
@@ -78,9 +86,59 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
     return {"p50": round(float(p[0]), 2), "p95": round(float(p[1]), 2), "p99": round(float(p[2]), 2)}
 
 
+def cpu_times() -> list[tuple[float, float]]:
+    """(busy, total) jiffies of each core from /proc/stat; [] where there is none."""
+    out = []
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            for line in fh:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name != "cpu":
+                    v = [float(x) for x in fields[:8]]
+                    idle = v[3] + (v[4] if len(v) > 4 else 0.0)  # idle + iowait
+                    out.append((sum(v) - idle, sum(v)))
+    except (OSError, ValueError):
+        return []
+    return out
+
+
+def core_use(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> list[float]:
+    """Each core's busy share (0..1) between two :func:`cpu_times` readings, whoever used it."""
+    return [
+        round((b1 - b0) / (t1 - t0), 3) if t1 > t0 else 0.0
+        for (b0, t0), (b1, t1) in zip(before, after, strict=False)
+    ]
+
+
+def keeps_up(chunk_ms: float, p50: float, p99: float) -> dict[str, Any]:
+    """Keeping up judged twice: the typical chunk (p50) and the slow ones (p99), with why it matters."""
+    p50_ok, p99_ok = bool(p50 < chunk_ms), bool(p99 < chunk_ms)
+    if p50_ok and p99_ok:
+        why = "keeps up: even the slowest chunks are done before the next arrives"
+    elif p50_ok:
+        why = (
+            "keeps up on average (p50), not at p99: slow chunks pile up briefly; a live run absorbs them "
+            "in its queue while they are rare, and sheds or degrades when they are not"
+        )
+    else:
+        why = "FALLS BEHIND: the typical chunk takes longer than it lasts; a live run sheds or degrades"
+    return {"p50": p50_ok, "p99": p99_ok, "why": why}
+
+
 def bench_rate(
-    cfg: Config, rate_hz: float, *, chunks: int, config_dir: Path | None, publish: bool
+    cfg: Config,
+    rate_hz: float,
+    *,
+    chunks: int,
+    config_dir: Path | None,
+    publish: bool,
+    pipelined: bool | None = None,
 ) -> dict[str, Any]:
+    """The real pipeline over ``chunks`` synthetic chunks (after a warm-up), as fast as it goes.
+
+    The chunk time is the interval between two published chunks (what throughput allows);
+    ``pipelined`` (None: the config's) picks the runtime.
+    """
     from rfstream.runner import assemble
     from rfstream.sources.synth import SynthSource
 
@@ -88,35 +146,146 @@ def bench_rate(
         cfg,
         source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz),
         publish=replace(cfg.publish, endpoint="tcp://127.0.0.1:*" if publish else "", annotations=""),
+        runtime=replace(cfg.runtime, pipelined=cfg.runtime.pipelined if pipelined is None else pipelined),
     )
     source = _Limited(SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7), chunks + WARMUP_CHUNKS)
     results: list[ChunkResult] = []
     totals: list[float] = []
     last = [time.perf_counter()]
+    cores0: list[list[tuple[float, float]]] = []
 
     def keep(result: ChunkResult) -> None:
         now = time.perf_counter()
         if result.frame.chunk.seq >= WARMUP_CHUNKS:
             results.append(result)
             totals.append((now - last[0]) * 1e3)
+        elif result.frame.chunk.seq == WARMUP_CHUNKS - 1:
+            cores0.append(cpu_times())
         last[0] = now
 
-    assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir).run()
+    pipeline = assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir)
+    health = pipeline.run().health
+    use = core_use(cores0[0], cpu_times()) if cores0 else []
     stages: dict[str, list[float]] = {}
     for r in results:
         for name, ms in r.timings_ms.items():
             stages.setdefault(name, []).append(ms)
     chunk_ms = cfg.source.chunk_ms
     total = _percentiles(totals)
+    processed = max(1, health["chunks"]["processed"])
+    latency = health["latency_ms"].get("arrival_to_publish", {})
     return {
         "sample_rate_hz": rate_hz,
+        "mode": "pipelined" if pipeline.pipelined else "serial",
         "chunk_ms": chunk_ms,
         "chunks": len(results),
+        "threads": health.get("threads"),
         "stages_ms": {name: _percentiles(v) for name, v in stages.items()},
         "chunk_total_ms": total,
+        "arrival_to_publish_ms": {k: latency[k] for k in ("p50", "p99") if k in latency},
         "realtime_factor_p50": round(chunk_ms / total["p50"], 2) if total["p50"] else None,
         "realtime_factor_p99": round(chunk_ms / total["p99"], 2) if total["p99"] else None,
-        "keeps_up": bool(total["p99"] < chunk_ms),
+        "keeps_up": keeps_up(chunk_ms, total["p50"], total["p99"]),
+        # each stage thread's CPU, warm-up chunks included, per chunk processed
+        "stage_cpu_ms_per_chunk": {
+            name: round(seconds * 1e3 / processed, 1) for name, seconds in health["stage_cpu_s"].items()
+        },
+        "core_use": use,  # busy share of each core while the timed chunks ran (every process counts)
+    }
+
+
+def make_ci16_recording(path_base: Path, rate_hz: float, seconds: float, *, seed: int = 11) -> Path:
+    """A SigMF ci16_le recording of the bench's synthetic signals (no checksum): its .sigmf-meta."""
+    import json
+
+    from rfstream.sources.synth import SynthSource
+
+    data = path_base.with_suffix(".sigmf-data")
+    meta = path_base.with_suffix(".sigmf-meta")
+    n_total = int(rate_hz * seconds)
+    source = SynthSource(rate_hz, chunk_ms=200.0, seed=seed)
+    written = 0
+    try:
+        with open(data, "wb") as fh:
+            for chunk in source:
+                iq = np.asarray(chunk.iq[: n_total - written], dtype=np.complex64)
+                peak = float(np.abs(iq.view(np.float32)).max()) or 1.0
+                out = np.empty(2 * iq.size, dtype="<i2")
+                np.multiply(iq.view(np.float32), 16000.0 / peak, out=out, casting="unsafe")
+                fh.write(out.tobytes())
+                written += iq.size
+                if written >= n_total:
+                    break
+    finally:
+        source.close()
+    meta.write_text(
+        json.dumps(
+            {
+                "global": {"core:datatype": "ci16_le", "core:sample_rate": rate_hz, "core:version": "1.0.0"},
+                "captures": [{"core:sample_start": 0, "core:frequency": 2.44e9}],
+                "annotations": [],
+            }
+        )
+    )
+    return meta
+
+
+def bench_replay(
+    cfg_path: str | None,
+    rate_hz: float = 20e6,
+    seconds: float = 6.0,
+    *,
+    pipelined: bool = True,
+    workdir: Path | None = None,
+    overrides: Sequence[str] = (),
+) -> dict[str, Any]:
+    """Whole-process ``rfstream replay --fast`` of a generated ci16 recording, start-up included.
+
+    Wall time from launching the process to its exit, and to the first chunk published (the
+    pipeline's debug line, read as it appears); real-time factor = recording seconds / wall.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    import threading
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        meta = make_ci16_recording(Path(tmp) / "bench", rate_hz, seconds)
+        cmd = [sys.executable, "-m", "rfstream", "replay", str(meta), "--fast", "--no-publish"]
+        cmd += ["--log-format", "json", "--log-level", "debug"]
+        cmd += ["--set", f"runtime.pipelined={'true' if pipelined else 'false'}"]
+        for item in overrides:
+            cmd += ["--set", item]
+        if cfg_path:
+            cmd += ["--config", cfg_path]
+        first: list[float] = []
+        lines: list[str] = []
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        def watch() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                if not first and "first chunk published" in line:
+                    first.append(time.monotonic() - t0)
+                lines.append(line)
+
+        reader = threading.Thread(target=watch, daemon=True)
+        reader.start()
+        rc = proc.wait()
+        wall = time.monotonic() - t0
+        reader.join(5.0)
+    if rc != 0:
+        tail = "".join(lines[-5:]).strip()
+        raise RuntimeError(f"rfstream replay exited with {rc}: {tail}")
+    return {
+        "sample_rate_hz": rate_hz,
+        "datatype": "ci16_le",
+        "seconds": seconds,
+        "mode": "pipelined" if pipelined else "serial",
+        "wall_s": round(wall, 2),
+        "first_chunk_s": round(first[0], 2) if first else None,
+        "realtime_factor": round(seconds / wall, 2),
     }
 
 
@@ -266,15 +435,37 @@ def run_bench(
     config_dir: Path | None = None,
     publish: bool = False,
     peers: int = 5,
+    modes: Sequence[str] = ("pipelined", "serial"),
+    replay_s: float = 0.0,
+    replay_rate_hz: float = 20e6,
+    config_path: str | None = None,
 ) -> dict[str, Any]:
-    """Every rate through the pipeline; with ``peers`` > 0 also the spectrogram peer rows and
-    the per-stage CPU costs (``peers`` rounds each)."""
-    runs = [bench_rate(cfg, r, chunks=chunks, config_dir=config_dir, publish=publish) for r in rates]
+    """Every rate through the pipeline in each of ``modes`` (alternating, so a busy spell hits
+    both); with ``peers`` > 0 also the spectrogram peer rows and the per-stage CPU costs
+    (``peers`` rounds each); with ``replay_s`` > 0 the whole-process replay of a generated
+    ci16 recording that long at ``replay_rate_hz``, in each mode."""
+    from rfstream.runner import thread_budget
+
+    load0 = os.getloadavg()
+    budget = thread_budget(cfg)
+    runs = [
+        bench_rate(cfg, r, chunks=chunks, config_dir=config_dir, publish=publish, pipelined=m == "pipelined")
+        for r in rates
+        for m in modes
+    ]
     report: dict[str, Any] = {
         "machine": machine(),
+        "load_average": [round(x, 2) for x in load0],
+        "threads": budget.as_dict(),
+        "threads_line": budget.line(),
         "detectors": [d.name for d in cfg.detectors if d.enabled],
         "runs": runs,
     }
+    report["pipelined_vs_serial"] = _mode_ratios(runs)
+    if replay_s > 0:
+        report["replay"] = [
+            bench_replay(config_path, replay_rate_hz, replay_s, pipelined=m == "pipelined") for m in modes
+        ]
     if peers > 0:
         from rfstream.runner import build_detectors
 
@@ -288,12 +479,29 @@ def run_bench(
         finally:
             for d in detectors:
                 d.close()
+    report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     from rfstream.runtime.resources import memory_snapshot
 
     report["memory"] = memory_snapshot()  # after the runs: what the pipeline left allocated
     report["table"] = format_table(report)
     return report
+
+
+def _mode_ratios(runs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Pipelined / serial real-time factor at each rate where both ran."""
+    out = []
+    by = {(r["sample_rate_hz"], r["mode"]): r for r in runs}
+    for (rate, mode), run in by.items():
+        serial = by.get((rate, "serial"))
+        if mode != "pipelined" or serial is None:
+            continue
+        row: dict[str, Any] = {"sample_rate_hz": rate}
+        for q in ("p50", "p99"):
+            a, b = run[f"realtime_factor_{q}"], serial[f"realtime_factor_{q}"]
+            row[f"ratio_{q}"] = round(a / b, 2) if a and b else None
+        out.append(row)
+    return out
 
 
 def format_peers(report: dict[str, Any]) -> list[str]:
@@ -332,18 +540,50 @@ def format_table(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [
         f"machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, numpy {m['numpy']}, onnxruntime {m['onnxruntime']}",
+        f"load average at start: {' '.join(str(x) for x in report.get('load_average', []))}"
+        f" (after: {' '.join(str(x) for x in report.get('load_average_after', []))})",
+        report.get("threads_line", ""),
         f"detectors: {', '.join(report['detectors'])}",
         "",
     ]
     for run in report["runs"]:
+        k = run["keeps_up"]
         lines.append(
-            f"{run['sample_rate_hz'] / 1e6:g} MS/s, {run['chunk_ms']:g} ms chunks, {run['chunks']} chunks: "
-            f"real-time factor {run['realtime_factor_p50']} (p50) / {run['realtime_factor_p99']} (p99)"
-            f" -> {'keeps up' if run['keeps_up'] else 'FALLS BEHIND'}"
+            f"{run['sample_rate_hz'] / 1e6:g} MS/s, {run.get('mode', '?')}, {run['chunk_ms']:g} ms chunks, "
+            f"{run['chunks']} chunks: real-time factor {run['realtime_factor_p50']} (p50) / "
+            f"{run['realtime_factor_p99']} (p99)"
         )
-        lines.append(f"  {'stage':<28}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}")
-        rows = [*run["stages_ms"].items(), ("chunk total", run["chunk_total_ms"])]
-        lines.extend(f"  {name:<28}{p['p50']:>10.1f}{p['p95']:>10.1f}{p['p99']:>10.1f}" for name, p in rows)
+        lines.append(f"  {k['why']}")
+        lat = run.get("arrival_to_publish_ms") or {}
+        if lat:
+            lines.append(f"  arrival -> publish: p50 {lat['p50']:.0f} ms, p99 {lat['p99']:.0f} ms")
+        lines.append(f"  {'stage':<28}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}{'CPU ms/chunk':>14}")
+        cpu = run.get("stage_cpu_ms_per_chunk", {})
+        rows = [*run["stages_ms"].items(), ("chunk (interval)", run["chunk_total_ms"])]
+        lines.extend(
+            f"  {name:<28}{p['p50']:>10.1f}{p['p95']:>10.1f}{p['p99']:>10.1f}"
+            + (f"{cpu[name]:>14.1f}" if name in cpu else "")
+            for name, p in rows
+        )
+        if "publish" in cpu:
+            lines.append(f"  {'publish':<58}{cpu['publish']:>14.1f}")
+        if run.get("core_use"):
+            lines.append("  core use: " + ", ".join(f"cpu{i} {u:.0%}" for i, u in enumerate(run["core_use"])))
+        lines.append("")
+    lines.extend(
+        f"pipelined / serial real-time factor at {row['sample_rate_hz'] / 1e6:g} MS/s: "
+        f"{row['ratio_p50']} (p50), {row['ratio_p99']} (p99)"
+        for row in report.get("pipelined_vs_serial", [])
+    )
+    if report.get("pipelined_vs_serial"):
+        lines.append("")
+    lines.extend(
+        f"whole process: rfstream replay --fast, {r['seconds']:g} s of {r['sample_rate_hz'] / 1e6:g} MS/s "
+        f"{r['datatype']}, {r['mode']}: {r['wall_s']} s wall, first chunk after {r['first_chunk_s']} s, "
+        f"real-time factor {r['realtime_factor']} (start-up included)"
+        for r in report.get("replay", [])
+    )
+    if report.get("replay"):
         lines.append("")
     lines.extend(format_peers(report))
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")

@@ -139,6 +139,9 @@ def _load(args: argparse.Namespace, mapping: dict[str, str], extra: dict[str, An
     if extra:
         overrides = {**extra, **overrides}
     cfg = load_config(getattr(args, "config", None), overrides=overrides)
+    from rfstream.runtime.budget import limit_blas
+
+    limit_blas(cfg.runtime.blas_threads or 1)  # BLAS reads its thread count when NumPy loads: now
     from rfstream.runtime.logging import configure_logging
 
     configure_logging(cfg.runtime.log_format, cfg.runtime.log_level)
@@ -155,13 +158,15 @@ def _config_dir(args: argparse.Namespace) -> Path | None:
     return Path(config).parent if config else None
 
 
-def _print_summary(summary: Any, *, started: float, out: Any = sys.stderr) -> None:
+def _print_summary(summary: Any, *, started: float, paced: bool, out: Any = sys.stderr) -> None:
+    """The run in one line; on time / late only where chunks had a deadline (a paced run)."""
     h = summary.health
     c, s = h["chunks"], h["samples"]
     wall = time.monotonic() - started
     lat = h["latency_ms"].get("total", {})
+    timing = f"{c['on_time']} on time, {c['late']} late, " if paced else ""
     print(
-        f"chunks {c['processed']} processed ({c['on_time']} on time, {c['late']} late, {c['shed']} shed); "
+        f"chunks {c['processed']} processed ({timing}{c['shed']} shed); "
         f"samples {s['processed']} processed, {s['shed']} shed, {s['lost_overflow']} lost; "
         f"{h['detections']} detections, {summary.tracks_seen} tracks; "
         f"per chunk p50 {lat.get('p50', 0):.1f} ms, p95 {lat.get('p95', 0):.1f} ms; "
@@ -214,26 +219,60 @@ def cmd_replay(args: argparse.Namespace) -> int:
             config_dir=_config_dir(args),
         )
     if not args.quiet:
-        _print_summary(summary, started=started)
+        _print_summary(summary, started=started, paced=cfg.source.realtime)
         if cfg.publish.annotations:
             print(f"annotations written to {cfg.publish.annotations}", file=sys.stderr)
     return 0
 
 
+_RUN_FLAGS = {
+    "source": "source.kind",
+    "path": "source.path",
+    "datatype": "source.datatype",
+    "device_args": "source.device_args",
+    "rate": "source.sample_rate_hz",
+    "freq": "source.center_freq_hz",
+    "gain": "source.gain_db",
+    "loop": "source.loop",
+    "endpoint": "publish.endpoint",
+}
+# flags that only some source kinds read: given with another kind, they would be silently ignored
+_RUN_FLAG_KINDS = {
+    "path": ("sigmf", "raw"),
+    "datatype": ("raw",),
+    "loop": ("sigmf", "raw"),
+    "device_args": ("soapy",),
+    "gain": ("soapy",),
+}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rfstream.daemon import run_daemon
 
-    cfg = _load(
-        args,
-        {
-            "device_args": "source.device_args",
-            "rate": "source.sample_rate_hz",
-            "freq": "source.center_freq_hz",
-            "gain": "source.gain_db",
-            "endpoint": "publish.endpoint",
-        },
-    )
+    # Recordings and the synthesiser are paced like the live source they stand in for: unpaced,
+    # the reader outruns processing and nearly every chunk would be shed.
+    cfg = _load(args, _RUN_FLAGS, {"source.realtime": True})
+    check_run_source(cfg, args)
     return run_daemon(cfg, config_path=args.config)
+
+
+def check_run_source(cfg: Config, args: argparse.Namespace) -> None:
+    """The source ``run`` will read is fully chosen, and no flag given is one it would ignore."""
+    kind = cfg.source.kind
+    for attr, kinds in _RUN_FLAG_KINDS.items():
+        value = getattr(args, attr, None)
+        if value is not None and value is not False and kind not in kinds:
+            flag = "--" + attr.replace("_", "-")
+            readers = " or ".join(f'"{k}"' for k in kinds)
+            raise ConfigError(
+                f'run: {flag} is read only by source.kind {readers}, but source.kind is "{kind}"; '
+                f"add --source {kinds[0]}"
+            )
+    if kind in ("sigmf", "raw") and not cfg.source.path:
+        raise ConfigError(
+            f'run: source.kind is "{kind}" but source.path is empty; give the recording with --path FILE, '
+            "or choose another source with --source sigmf|raw|synth|soapy (source.kind)"
+        )
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -350,9 +389,9 @@ def cmd_listen(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})  # before NumPy loads
     from rfstream.bench import run_bench
 
-    cfg = _load(args, {"chunk_ms": "source.chunk_ms"}, {"publish.endpoint": ""})
     try:
         rates = [finite_float(r) for r in args.rates.split(",") if r.strip()]
     except argparse.ArgumentTypeError as exc:
@@ -365,8 +404,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--chunks must lie in [1, 100000], got {args.chunks}")
     if not 0 <= args.peers <= 1000:
         raise InputError(f"--peers must lie in [0, 1000], got {args.peers}")
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("pipelined", "serial") for m in modes):
+        raise InputError(f"--modes must name pipelined and/or serial, got {args.modes!r}")
+    if not 0 <= args.replay_s <= 600:
+        raise InputError(f"--replay-s must lie in [0, 600], got {args.replay_s:g}")
     report = run_bench(
-        cfg, rates, chunks=args.chunks, config_dir=_config_dir(args), publish=args.publish, peers=args.peers
+        cfg,
+        rates,
+        chunks=args.chunks,
+        config_dir=_config_dir(args),
+        publish=args.publish,
+        peers=args.peers,
+        modes=modes,
+        replay_s=args.replay_s,
+        config_path=getattr(args, "config", None),
     )
     print(json.dumps(report, indent=2) if args.json else report["table"])
     return 0
@@ -408,12 +460,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"rfstream {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    p = verbs.add_parser("run", help="run the daemon on the configured source (systemd's entry point)")
+    p = verbs.add_parser(
+        "run",
+        help="run the daemon on the configured source (systemd's entry point)",
+        description="Run the daemon until SIGTERM (or the end of a recording without --loop). The source "
+        "is source.kind in the config, or --source: soapy (a live SDR, --device-args), sigmf or raw "
+        "(a recording, --path; replayed at its own sample rate, as an SDR would deliver it) or synth "
+        "(synthetic signals, paced in real time).",
+    )
     _add_config_options(p)
-    p.add_argument("--device-args", help="SoapySDR device args, e.g. driver=rtlsdr")
-    p.add_argument("--rate", type=finite_float, help="sample rate in Hz")
-    p.add_argument("--freq", type=finite_float, help="centre frequency in Hz")
-    p.add_argument("--gain", type=finite_float, help="gain in dB (< 0: automatic)")
+    src = p.add_argument_group("source")
+    src.add_argument(
+        "--source", choices=("sigmf", "raw", "synth", "soapy"), help="what to read (source.kind)"
+    )
+    src.add_argument("--path", metavar="FILE", help="sigmf/raw: the recording (source.path)")
+    src.add_argument("--datatype", help="raw: SigMF datatype, e.g. cu8, ci16_le, cf32_le (source.datatype)")
+    src.add_argument("--loop", action="store_true", help="sigmf/raw: replay again and again (source.loop)")
+    src.add_argument("--device-args", help="soapy: SoapySDR device args, e.g. driver=rtlsdr")
+    src.add_argument("--rate", type=finite_float, help="soapy, raw, synth: sample rate in Hz")
+    src.add_argument("--freq", type=finite_float, help="soapy, raw, synth: centre frequency in Hz")
+    src.add_argument("--gain", type=finite_float, help="soapy: gain in dB (< 0: automatic)")
     p.add_argument("--endpoint", help="ZeroMQ PUB endpoint (default tcp://127.0.0.1:5555)")
     p.set_defaults(func=cmd_run)
 
@@ -444,7 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=finite_float, default=10e6, help="sample rate in Hz (default 10e6)")
     p.add_argument("--duration", type=finite_float, default=2.0, help="seconds (default 2)")
     p.add_argument("--seed", type=int, default=1, help="synthesis seed (default 1)")
-    p.add_argument("--endpoint", help="also publish over ZeroMQ at this endpoint")
+    p.add_argument(
+        "--endpoint",
+        help="also publish the detections, tracks and health over ZeroMQ (PUB) at this endpoint, e.g. "
+        "tcp://127.0.0.1:5555; connect the subscriber first (rfstream listen)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = verbs.add_parser("synth", help="write a labelled synthetic SigMF recording")
@@ -488,6 +558,17 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=5,
         help="rounds of the spectrogram-vs-scipy/torch rows and per-stage CPU costs (0 = skip; default 5)",
+    )
+    p.add_argument(
+        "--modes",
+        default="pipelined,serial",
+        help="runtimes to time at each rate, alternating: pipelined, serial (default both, with their ratio)",
+    )
+    p.add_argument(
+        "--replay-s",
+        type=finite_float,
+        default=6.0,
+        help="seconds of a generated 20 MS/s ci16 recording to replay as a whole process (0 = skip; default 6)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_bench)
@@ -579,6 +660,27 @@ def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if _is_daemon(argv):
+        # before anything slow: a SIGHUP or SIGTERM while the models load must not kill the daemon
+        from rfstream.runtime.signals import install_early
+
+        install_early()
+    try:
+        return _main(argv)
+    finally:
+        from rfstream.runtime.signals import release_early
+
+        release_early()  # a verb that failed before its daemon adopted the handlers
+
+
+def _is_daemon(argv: Sequence[str]) -> bool:
+    """``run``, or ``replay --realtime``: the verbs that run rfstream.daemon and handle SIGHUP."""
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    return verb == "run" or (verb == "replay" and "--realtime" in argv)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     try:

@@ -142,7 +142,14 @@ class PublishConfig:
 class RuntimeConfig:
     deadline_ms: float = 400.0
     queue_depth: int = 4
-    workers: int = 0  # detector fan-out threads; 0 = one per detector
+    workers: int = 0  # detectors run at once by the fan-out; 0 = from the thread budget
+    # the thread budget (rfstream/runtime/budget.py); 0 = decided at start-up from the usable cores
+    threads: int = 0  # cores to plan for; 0 = the CPU affinity capped by the cgroup CPU quota
+    spectrogram_workers: int = 0  # CPU spectrogram threads
+    detector_threads: int = 0  # ONNX Runtime intra-op threads per session (a record's threads wins)
+    blas_threads: int = 0  # OpenBLAS/MKL threads; 0 = 1
+    pipelined: bool = True  # each stage in its own worker; false: one chunk at a time (debugging)
+    stage_queue_depth: int = 2  # chunks waiting between two pipelined stages
     log_format: str = "auto"  # auto | console | json
     log_level: str = "info"
     watchdog: bool = True  # feed systemd's watchdog while chunks flow
@@ -234,6 +241,11 @@ _RANGES: dict[str, _Range] = {
     "runtime.deadline_ms": _Range(0.0, 3_600_000.0, low_open=True),
     "runtime.queue_depth": _Range(1, 1024),
     "runtime.workers": _Range(0, 256),
+    "runtime.threads": _Range(0, 1024),
+    "runtime.spectrogram_workers": _Range(0, 256),
+    "runtime.detector_threads": _Range(0, 256),
+    "runtime.blas_threads": _Range(0, 256),
+    "runtime.stage_queue_depth": _Range(1, 64),
     "runtime.watchdog_stall_s": _Range(0.0, 86_400.0),
     "runtime.degrade_load_high": _Range(0.0, 100.0, low_open=True),
     "runtime.degrade_load_low": _Range(0.0, 100.0, low_open=True),

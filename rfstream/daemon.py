@@ -20,9 +20,15 @@ One :class:`Daemon` owns a run from start to exit::
   the run with one log line, one ``rfstream: error:`` line on stderr (the CLI)
   and a non-zero exit, so systemd restarts the unit.
 
-Signal handlers only set flags; the control thread does the work (stopping the
-source joins its reader; a reload builds and warms models), so the processing
-thread is never interrupted by it.
+Signal handlers do nothing but leave a byte in a pipe (rfstream.runtime.signals):
+they never take a lock, so a burst of signals cannot deadlock the thread they
+interrupt. They are installed first (by the CLI before anything else, else at
+the top of ``run()``): a SIGHUP while the models load is a reload for later,
+not exit 129. The control thread reads the pipe and does the work: stopping
+(the source stops, its reader is joined) and reloading (on a thread of its own,
+which builds and warms the models, so a SIGTERM during a reload is acted on at
+once; SIGHUPs that arrive meanwhile coalesce into one more reload). The
+processing thread is never interrupted by either.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from rfstream.config import replace as replace_config
 from rfstream.errors import FatalError, RfstreamError
 from rfstream.pipeline import Pipeline, RunSummary
 from rfstream.runtime.metrics import Metrics
+from rfstream.runtime.signals import POKE, SignalInbox, take_early
 from rfstream.runtime.watchdog import Notifier, Watchdog
 
 __all__ = ["Daemon", "run_daemon"]
@@ -102,12 +109,14 @@ class Daemon:
         self.notifier = notifier if notifier is not None else Notifier()
         self.metrics = Metrics()
         self.pipeline: Pipeline | None = None
-        self._wake = threading.Event()
+        # signals and other threads' requests arrive here as bytes (rfstream.runtime.signals)
+        self._inbox = take_early() or SignalInbox()
         self._stop_requested = False
         self._reload_requested = False
+        self._reloader: threading.Thread | None = None
         self._handled = 0  # chunks handled (processed or shed); READY=1 after the first
         self._ready = False
-        self._done = threading.Event()
+        self._done = False
         self._rates = _Rates(self.metrics)
         self._exporter: Any = None  # the Prometheus endpoint, served until the very end
         self._watchdog: Any = None
@@ -140,6 +149,14 @@ class Daemon:
 
     # --- running -------------------------------------------------------------------------------
     def run(self) -> RunSummary:
+        # first of all: a signal from here on is a byte in the inbox, never the default action
+        self._inbox.install()
+        try:
+            return self._run()
+        finally:
+            self._inbox.close()
+
+    def _run(self) -> RunSummary:
         opened = False
         try:
             self.pipeline = self._open()
@@ -154,7 +171,11 @@ class Daemon:
             status=self.status_line,
             waiting=lambda: self._device_state() == "reopening",
         )
-        previous = self._install_signals()
+        from rfstream.runtime.shedding import ShedWatch
+
+        self._shed_watch = ShedWatch(
+            self.metrics, chunk_ms=self.cfg.source.chunk_ms, detectors=lambda: list(pipeline.fanout.enabled)
+        )
         control = threading.Thread(target=self._control, name="rfstream-control", daemon=True)
         control.start()
         log.info(
@@ -170,17 +191,21 @@ class Daemon:
                 watchdog.start()
             summary = pipeline.run()
         finally:
-            self._done.set()
-            self._wake.set()
+            self._done = True
+            self._inbox.poke()
             watchdog.stop()
             self.notifier.stopping()
             control.join(timeout=5.0)
-            self._restore_signals(previous)
+            reloader = self._reloader
+            if reloader is not None:  # a reload still building models: the run is over, let it end
+                reloader.join(timeout=5.0)
             self.notifier.close()
             if self._exporter is not None:
                 self._exporter.close()
             if summary is None:  # the run failed (a source error, a sink that could not be closed)
                 self._log_accounting(self.metrics.health(), interrupted=self._stop_requested)
+        if not self._shed_watch.warnings:  # a run too short for a window still hears about it
+            self._shed_watch.final()
         self._log_accounting(summary.health, interrupted=summary.interrupted)
         return summary
 
@@ -198,7 +223,7 @@ class Daemon:
         self._watchdog.chunk_done()
         self._handled += 1
         if not self._ready:
-            self._wake.set()  # the control thread sends READY=1 off the processing thread
+            self._inbox.poke()  # the control thread sends READY=1 off the processing thread
 
     def status_line(self) -> str:
         """The STATUS= text: live rates, degrade level, device state."""
@@ -214,46 +239,25 @@ class Daemon:
         )
 
     # --- signals and the control thread --------------------------------------------------------
-    def _install_signals(self) -> dict[int, Any]:
-        if threading.current_thread() is not threading.main_thread():
-            return {}  # signals go to the main thread; embedded use stops the daemon by stop()
-        previous = {}
-        for sig, handler in (
-            (signal.SIGTERM, self._on_stop),
-            (signal.SIGINT, self._on_stop),
-            (signal.SIGHUP, self._on_reload),
-        ):
-            previous[sig] = signal.signal(sig, handler)
-        return previous
-
-    @staticmethod
-    def _restore_signals(previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def _on_stop(self, signum: int, _frame: Any) -> None:
-        self._stop_requested = True
-        self._wake.set()
-
-    def _on_reload(self, signum: int, _frame: Any) -> None:
-        self._reload_requested = True
-        self._wake.set()
-
     def stop(self) -> None:
-        """Stop the run as SIGTERM would (thread-safe)."""
-        self._stop_requested = True
-        self._wake.set()
+        """Stop the run as SIGTERM would (any thread)."""
+        self._inbox.poke(signal.SIGTERM)
 
     def reload(self) -> None:
-        """Reload the config file as SIGHUP would (thread-safe)."""
-        self._reload_requested = True
-        self._wake.set()
+        """Reload the config file as SIGHUP would (any thread)."""
+        self._inbox.poke(signal.SIGHUP)
 
     def _control(self) -> None:
+        """Read the inbox; stop, send READY=1, start reloads. Nothing here waits on the pipeline."""
         stopping = False
-        while not self._done.is_set():
-            self._wake.wait(0.25)
-            self._wake.clear()
+        while not self._done:
+            codes = self._inbox.wait(0.25)
+            if signal.SIGTERM in codes or signal.SIGINT in codes:
+                self._stop_requested = True
+            if signal.SIGHUP in codes:
+                self._reload_requested = True  # a burst of SIGHUPs is one reload (or one more)
+            if self._done:
+                break
             if self._stop_requested and not stopping:
                 stopping = True
                 log.info("stopping", reason="signal")
@@ -264,9 +268,24 @@ class Daemon:
                 self._ready = True
                 self.notifier.ready(status=self.status_line())
                 log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
-            if self._reload_requested and not stopping:
+            if not stopping:
+                self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
+            busy = self._reloader is not None and self._reloader.is_alive()
+            if self._reload_requested and not stopping and not busy:
                 self._reload_requested = False
-                self._reload()
+                self._reloader = threading.Thread(
+                    target=self._reload_then_poke, name="rfstream-reload", daemon=True
+                )
+                self._reloader.start()
+
+    def _reload_then_poke(self) -> None:
+        try:
+            self._reload()
+        except Exception as exc:  # a bug while swapping in: the stream goes on with what it had
+            self.metrics.count("reload_failures")
+            log.error("reload failed; keeping the running config", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._inbox.poke(POKE)  # a SIGHUP that came during this reload starts the next one
 
     def _reload(self) -> None:
         from rfstream.runner import build_detectors
@@ -290,6 +309,10 @@ class Daemon:
         if needs_restart:
             log.warning("reload: these settings need a restart to apply", keys=needs_restart)
         applied = _merge_reloadable(self.cfg, new)
+        if self._stop_requested or self._done:  # stopped while the models were built: nobody needs them
+            for d in detectors:
+                d.close()
+            return
         self.pipeline.reconfigure(applied, detectors)
         if new.runtime.log_level != self.cfg.runtime.log_level:
             from rfstream.runtime.logging import configure_logging

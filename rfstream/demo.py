@@ -98,6 +98,8 @@ def run_demo(cfg: Config, out: Path, *, rate: float, duration: float, seed: int,
 
     detectors = ", ".join(f"{d.name} ({d.kind})" for d in cfg.detectors if d.enabled)
     say(f"2/4 replaying {meta.name} through spectrogram -> [{detectors}] -> NMS -> tracker ...")
+    if cfg.publish.endpoint:  # --endpoint: every chunk's detections, the tracks and health go out too
+        say(f"    publishing detections, tracks and health on {cfg.publish.endpoint} (rfstream listen)")
     cfg = replace(cfg, source={"kind": "sigmf", "path": str(meta), "realtime": False})
     results, summary = collect_run(cfg, progress=not quiet and sys.stderr.isatty())
     for r in results:

@@ -27,6 +27,7 @@ many requests) stay the caller's: the Pipeline uses them but never closes them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ from typing import Any
 from rfstream.config import Config
 from rfstream.detect.base import Detector
 from rfstream.pipeline import Pipeline, RunSummary
+from rfstream.runtime.budget import ThreadBudget, limit_blas, plan_for
 from rfstream.runtime.metrics import Metrics
 from rfstream.sinks.base import Sink
 from rfstream.sources.base import LiveDevice, Source, SourceInfo, SourceWithStats
@@ -48,19 +50,43 @@ __all__ = [
     "collect_run",
     "progress_callback",
     "run_pipeline",
+    "thread_budget",
 ]
 
 # A sink that needs to know the stream first (an annotation writer needs the sample rate).
 SinkFactory = Callable[[SourceInfo], Sink]
 
 
-def build_detectors(cfg: Config, config_dir: Path | None = None) -> list[Detector]:
-    """The configured detectors, built and warmed up (model files resolved from ``config_dir`` too)."""
+def build_detectors(
+    cfg: Config, config_dir: Path | None = None, *, budget: ThreadBudget | None = None
+) -> list[Detector]:
+    """The configured detectors, built and warmed up (model files resolved from ``config_dir`` too).
+
+    Each ONNX Runtime session gets the thread budget's ``detector_threads`` (``budget``, else
+    the budget ``cfg`` plans on this machine).
+    """
     from rfstream.detect.registry import build_detectors as build
     from rfstream.dsp.backend import get_backend
 
     backend = get_backend(cfg.spectrogram.backend)
-    return build(cfg.detectors, cfg.spectrogram, backend=backend, config_dir=config_dir)
+    budget = budget or plan_for(cfg, gpu=backend.is_gpu)
+    return build(
+        cfg.detectors,
+        cfg.spectrogram,
+        backend=backend,
+        config_dir=config_dir,
+        threads=budget.detector_threads,
+    )
+
+
+def thread_budget(cfg: Config, *, gpu: bool | None = None) -> ThreadBudget:
+    """The run's thread budget, with BLAS limited to its share (best before NumPy is imported)."""
+    set_by = limit_blas(cfg.runtime.blas_threads or 1)
+    if gpu is None:
+        from rfstream.dsp.backend import get_backend
+
+        gpu = get_backend(cfg.spectrogram.backend).is_gpu
+    return dataclasses.replace(plan_for(cfg, gpu=gpu), blas_set_by=set_by)
 
 
 def annotation_writer_factory(cfg: Config, path: str | Path) -> SinkFactory:
@@ -126,6 +152,7 @@ def assemble(
 
     metrics = metrics or Metrics()
     check_publish_security(cfg.publish)
+    blas_set_by = limit_blas(cfg.runtime.blas_threads or 1)  # before anything below imports NumPy
     live_device = source is None and cfg.source.kind == "soapy"
     opened = _Opened(list(sinks))
     done = False
@@ -143,12 +170,13 @@ def assemble(
             opened.items.append(publisher)
             all_sinks.insert(0, publisher)
             metrics.extra["publish"] = publisher.stats
+        backend = get_backend(cfg.spectrogram.backend)
+        budget = dataclasses.replace(plan_for(cfg, gpu=backend.is_gpu), blas_set_by=blas_set_by)
         if detectors is None:
-            detectors = build_detectors(cfg, config_dir)
+            detectors = build_detectors(cfg, config_dir)  # plans the same budget
             opened.items.append(_Closer(detectors))
         else:
             detectors = [_Borrowed(d) for d in detectors]
-        backend = get_backend(cfg.spectrogram.backend)
         if source is None:  # a live SDR: opened last, after the models are warm
             source = open_source(cfg.source, pinned=backend.is_gpu)  # pinned buffers feed the GPU
             opened.items.append(source)
@@ -168,6 +196,8 @@ def assemble(
     from rfstream.runtime.resources import memory_snapshot
 
     metrics.extra["memory"] = memory_snapshot  # host RSS, ONNX Runtime arenas, GPU pool and free memory
+    threads = budget.as_dict()
+    metrics.extra["threads"] = lambda: threads
     if isinstance(source, LiveDevice):
         live = source
         metrics.device_state_fn = lambda: live.device_state
@@ -181,6 +211,7 @@ def assemble(
         on_result=on_result,
         progress=progress,
         metrics=metrics,
+        threads=budget,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import replace
 
 import pytest
@@ -97,3 +98,47 @@ def test_bench_without_peers_and_a_bad_count(capsys, restore_logging):
     assert "spectrogram_peers" not in report and "spectrogram vs peers" not in report["table"]
     assert main(["bench", "--rates", "1e6", "--peers", "-1"]) != 0
     assert "rfstream: error: --peers must lie in [0, 1000], got -1" in capsys.readouterr().err
+
+
+def test_bench_times_both_runtimes_and_judges_p50_and_p99_apart(restore_logging):
+    cfg = replace(SMALL, detectors=(DetectorConfig(name="energy", kind="energy"),))
+    from rfstream.bench import run_bench
+
+    report = run_bench(cfg, [1e6], chunks=3, peers=0)
+    assert [r["mode"] for r in report["runs"]] == ["pipelined", "serial"]
+    (ratio,) = report["pipelined_vs_serial"]
+    assert ratio["ratio_p50"] > 0 and ratio["ratio_p99"] > 0
+    for run in report["runs"]:
+        assert set(run["keeps_up"]) == {"p50", "p99", "why"}
+        assert run["keeps_up"]["why"] in report["table"]
+        assert run["stage_cpu_ms_per_chunk"]["spectrogram"] > 0
+        assert run["threads"]["pipelined"] == (run["mode"] == "pipelined")
+        assert run["arrival_to_publish_ms"]["p99"] >= run["arrival_to_publish_ms"]["p50"] > 0
+        assert len(run["core_use"]) == len(os.sched_getaffinity(0)) or run["core_use"]
+    assert report["threads"]["cores"] >= 1 and report["threads_line"] in report["table"]
+
+
+def test_keeps_up_explains_each_case():
+    from rfstream.bench import keeps_up
+
+    assert keeps_up(200, 100, 150)["p99"] and keeps_up(200, 100, 150)["why"].startswith("keeps up:")
+    mixed = keeps_up(200, 150, 300)
+    assert mixed["p50"] and not mixed["p99"] and "not at p99" in mixed["why"]
+    assert keeps_up(200, 250, 300)["why"].startswith("FALLS BEHIND")
+
+
+def test_whole_process_replay_of_a_ci16_recording(tmp_path):
+    from rfstream.bench import bench_replay, make_ci16_recording
+
+    meta = make_ci16_recording(tmp_path / "rec", 1e6, 0.5)
+    assert (tmp_path / "rec.sigmf-data").stat().st_size == 500_000 * 4  # int16 I and Q
+    cfg = tmp_path / "energy.toml"
+    cfg.write_text(
+        "[spectrogram]\nnfft = 1024\nhop = 512\nwidth = 256\nheight = 128\n\n"
+        '[[detectors]]\nname = "energy"\nkind = "energy"\n'
+    )
+    assert json.loads(meta.read_text())["global"]["core:datatype"] == "ci16_le"
+    row = bench_replay(str(cfg), 1e6, 0.5, workdir=tmp_path)
+    assert row["mode"] == "pipelined" and row["wall_s"] > 0
+    assert 0 < row["first_chunk_s"] < row["wall_s"]
+    assert row["realtime_factor"] == pytest.approx(0.5 / row["wall_s"], abs=0.01)

@@ -125,3 +125,39 @@ def test_from_config_takes_the_runtime_keys():
     )
     p = DegradePolicy.from_config(rt, (1, 3))
     assert (p.high, p.low, p.up_after, p.down_after, p.levels) == (0.9, 0.3, 2, 7, (0, 1, 3))
+
+
+@pytest.mark.parametrize(
+    ("at", "levels", "after"),
+    [
+        (1, (3,), 0),  # level 1 gone (one detector priority now): back to normal
+        (2, (1, 3), 1),  # level 2 gone (no spectrogram sink): the highest level below it
+        (3, (1,), 1),  # level 3 always exists in a pipeline, but the policy does not rely on it
+        (1, (1, 2, 3), 1),  # still there: unchanged
+        (0, (3,), 0),
+    ],
+)
+def test_new_levels_remap_the_level_in_force_and_observe_goes_on(at, levels, after):
+    """A reload at level 1 that left one detector priority crashed observe() (tuple.index)."""
+    p = _policy(levels=(1, 2, 3))
+    _feed(p, 1.5, 3 * at)
+    assert p.level == at
+    assert p.set_levels(levels) == after
+    assert p.level == after and p.levels == tuple(sorted({0, *levels}))
+    _feed(p, 1.5, 30)  # overload, then calm: every step still works
+    assert p.level == max(p.levels)
+    _feed(p, 0.2, 400)
+    assert p.level == 0
+
+
+def test_every_level_survives_every_level_table():
+    tables = [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3), (1, 2, 3)]
+    for before in tables:
+        for after in tables:
+            p = _policy(levels=before)
+            _feed(p, 1.5, 20)
+            p.set_levels(after)
+            assert p.level in p.levels
+            _feed(p, 1.5, 20)
+            _feed(p, 0.2, 400)
+            assert p.level == 0

@@ -309,3 +309,26 @@ def test_build_engine_without_tensorrt(tmp_path):
     path = frame_detector(tmp_path / "fd.onnx")
     with pytest.raises(ModelError, match="TensorRT is not installed"):
         build_engine(path, tmp_path / "fd.engine")
+
+
+def test_metadata_is_read_from_the_wire_format_as_onnx_reads_it(tmp_path):
+    """No onnx import and no session: the protobuf reader gives onnx's answer, and any cut of the
+    file is a ModelError or a readable prefix, never another exception."""
+    import onnx
+
+    from rfstream.detect.models import packaged_model_dir
+
+    for path in sorted(packaged_model_dir().glob("*.onnx")):
+        model = onnx.load(str(path), load_external_data=False)
+        assert read_onnx_metadata(path) == {p.key: p.value for p in model.metadata_props}
+    data = (packaged_model_dir() / "frame_detector_int8.onnx").read_bytes()
+    cut = tmp_path / "cut.onnx"
+    full = read_onnx_metadata(packaged_model_dir() / "frame_detector_int8.onnx")
+    for n in range(1, len(data), max(1, len(data) // 97)):
+        cut.write_bytes(data[:n])
+        try:
+            props = read_onnx_metadata(cut)
+        except ModelError as exc:
+            assert "cut.onnx" in str(exc) and "\n" not in str(exc)
+        else:
+            assert props.items() <= full.items()

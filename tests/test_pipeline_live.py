@@ -113,7 +113,7 @@ def test_slow_low_priority_detector_is_dropped_then_restored_when_load_falls():
     changes = [e for e in logs if e["event"] == "degrade level changed"]
     # logged once per change, never per chunk
     assert len(changes) == health["degrade"]["steps_up"] + health["degrade"]["steps_down"]
-    assert changes[0]["level"] == 1 and changes[0]["detectors"] == ["energy"]
+    assert changes[0]["degrade_level"] == 1 and changes[0]["detectors"] == ["energy"]
 
 
 def test_with_one_priority_the_policy_sheds_every_other_chunk_and_accounting_stays_exact():

@@ -263,3 +263,15 @@ def test_resample_matrix_conserves_mean(n_in, n_out):
     assert y.shape == (n_out,)
     assert y.mean() == pytest.approx(x.mean(), rel=1e-4)
     assert np.all(y >= x.min() - 1e-6) and np.all(y <= x.max() + 1e-6)
+
+
+@pytest.mark.parametrize("name", ["hann", "hamming", "blackman", "boxcar", "flattop", ("kaiser", 8.0)])
+@pytest.mark.parametrize("n", [16, 1023, 4096])
+def test_windows_are_scipys_periodic_windows(name, n):
+    """The common windows are computed without importing scipy.signal; the others come from it."""
+    import scipy.signal
+
+    from rfstream.dsp.spectrogram import window_values
+
+    want = scipy.signal.get_window(name, n, fftbins=True)
+    np.testing.assert_allclose(window_values(name, n), want, rtol=0, atol=1e-14)

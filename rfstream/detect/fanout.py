@@ -40,7 +40,7 @@ Result = tuple[list[Detection], float, bool]  # detections, milliseconds, succee
 class FanOut:
     """Run detectors concurrently on one frame; ``run(frame) -> (detections by name, ms by name)``."""
 
-    def __init__(self, detectors: Sequence[Detector], *, workers: int = 0) -> None:
+    def __init__(self, detectors: Sequence[Detector], *, workers: int | None = None) -> None:
         names = [d.name for d in detectors]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -48,9 +48,11 @@ class FanOut:
         self.detectors = list(detectors)
         self._by_name = {d.name: d for d in self.detectors}
         self._async = {d.name for d in self.detectors if isinstance(d, AsyncDetector)}
-        # The caller runs one CPU detector itself, so n detectors need n-1 pool threads.
-        workers = workers or max(1, len(self.detectors) - 1)
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rfstream-detect")
+        # The caller runs one CPU detector itself, so n detectors at once need n-1 pool threads;
+        # ``workers`` = 0 runs them one after another in the caller (a thread budget of one core).
+        workers = max(1, len(self.detectors) - 1) if workers is None else max(0, int(workers))
+        self.workers = workers
+        self._pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="rfstream-detect")
         self._enabled: tuple[str, ...] = tuple(names)
         self.errors: dict[str, int] = dict.fromkeys(names, 0)  # run-time failures per detector
         self._last_error: dict[str, str | None] = dict.fromkeys(names)
@@ -120,11 +122,12 @@ class FanOut:
                 submitted[d.name] = t0
             else:
                 results[d.name] = outcome
+        pooled = cpu[1:] if self.workers else []
         futures: dict[str, Future[Result]] = {
-            d.name: self._pool.submit(self._call, d.name, d.detect, frame) for d in cpu[1:]
+            d.name: self._pool.submit(self._call, d.name, d.detect, frame) for d in pooled
         }
-        if cpu:
-            results[cpu[0].name] = self._call(cpu[0].name, cpu[0].detect, frame)
+        for d in cpu[: len(cpu) - len(pooled)]:  # the caller's share (all of them without a pool)
+            results[d.name] = self._call(d.name, d.detect, frame)
         for name, t0 in submitted.items():
             found, _, ok = self._call(name, self._by_name[name].collect)  # type: ignore[attr-defined]
             results[name] = (found, (time.perf_counter() - t0) * 1e3, ok)

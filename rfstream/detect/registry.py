@@ -169,8 +169,12 @@ def build_detectors(
     backend: Any = None,
     config_dir: str | os.PathLike[str] | None = None,
     warmup: bool = True,
+    threads: int = 0,
 ) -> list[Detector]:
     """Every enabled detector, models resolved and checked, warmed up for the spectrogram's frame size.
+
+    ``threads``: ONNX Runtime intra-op threads per session where a record leaves ``threads = 0``
+    (the thread budget's share, rfstream.runtime.budget); 0 shares the CPUs among the detectors.
 
     A model that is missing, corrupt or mismatched raises ModelError naming the detector.
     """
@@ -179,7 +183,7 @@ def build_detectors(
     enabled = [cfg for cfg in cfgs if cfg.enabled]
     # The fan-out already runs the detectors side by side: give each model session its share of
     # the cores instead of a pool per session that oversubscribes them (threads = 0 in a record).
-    threads = max(1, (os.cpu_count() or 1) // max(1, len(enabled)))
+    threads = threads or max(1, (os.cpu_count() or 1) // max(1, len(enabled)))
     built: list[Detector] = []
     proposers: dict[Any, Any] = {}  # one energy proposer per distinct settings, shared
     try:

@@ -220,6 +220,9 @@ class GpuSpectrogrammer:
     def reset(self) -> None:
         self.inner.reset()
 
+    def close(self) -> None:
+        self.inner.close()
+
     def process(self, chunk: Chunk) -> Frame:
         """Enqueue the chunk's spectrogram on this stage's stream; return at once with its ready event.
 

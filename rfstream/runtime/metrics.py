@@ -92,6 +92,7 @@ class Metrics:
         self.stages: dict[str, LatencySeries] = {}
         self.detectors: dict[str, LatencySeries] = {}
         self._window = window
+        self.stage_cpu_s: dict[str, float] = {}  # CPU seconds of each stage's own thread
         self.stream_seconds = 0.0  # seconds of signal processed
         self.busy_seconds = 0.0  # wall seconds spent processing them
         self.degrade_level = 0
@@ -144,6 +145,11 @@ class Metrics:
             series = self.detectors.get(name) or self.detectors.setdefault(name, LatencySeries(self._window))
             series.add(ms)
 
+    def cpu(self, name: str, seconds: float) -> None:
+        """CPU time a stage's thread spent on one chunk (``time.thread_time`` deltas)."""
+        with self._lock:
+            self.stage_cpu_s[name] = self.stage_cpu_s.get(name, 0.0) + seconds
+
     def processed(self, stream_s: float, busy_s: float) -> None:
         with self._lock:
             self.stream_seconds += stream_s
@@ -158,6 +164,7 @@ class Metrics:
         """The ``health`` payload (see docs/protocol.md); ``v`` is added by the publisher."""
         with self._lock:
             c = dict(self.counters)
+            cpu = {name: round(v, 3) for name, v in self.stage_cpu_s.items()}
             latency = {name: s.percentiles() for name, s in self.stages.items()}
             detectors = {
                 name: {"p50_ms": p["p50"], "p95_ms": p["p95"], "p99_ms": p["p99"]}
@@ -186,6 +193,7 @@ class Metrics:
             "queue_depths": {name: fn() for name, fn in self.queue_depths.items()},
             "latency_ms": latency,
             "realtime_factor": round(self.realtime_factor, 3),
+            "stage_cpu_s": cpu,
             "degrade_level": self.degrade_level,
             "degrade": {
                 "level": self.degrade_level,

@@ -42,10 +42,14 @@ class DeadlinePolicy:
         return False
 
     def finished(self, chunk: Chunk, started_ns: int, done_ns: int) -> bool:
-        """Record a processed chunk; True when it was late."""
+        """Record a processed chunk; True when it was late.
+
+        Never late in a lossless run (``may_shed`` False: a replay as fast as processing goes):
+        its chunks are read when processing asks for the next one, so there is no deadline to miss.
+        """
         cost = done_ns - started_ns
         self._cost_ns = cost if not self._cost_ns else 0.8 * self._cost_ns + 0.2 * cost
-        return done_ns > chunk.arrived_ns + self.deadline_ns
+        return self.may_shed and done_ns > chunk.arrived_ns + self.deadline_ns
 
 
 DEGRADE_LEVELS = {
@@ -72,7 +76,9 @@ class DegradePolicy:
     a level that is too slow and one that is fast enough.
 
     ``levels``: the levels that do something here (e.g. no level 1 when all
-    detectors share one priority); the policy steps only through those.
+    detectors share one priority); the policy steps only through those. A reload
+    can change them (:meth:`set_levels`): the level in force is then re-mapped to
+    the highest new level at or below it, so it never outlives its table.
     """
 
     def __init__(
@@ -110,6 +116,18 @@ class DegradePolicy:
             up_after=rt.degrade_up_chunks,
             down_after=rt.degrade_down_chunks,
         )
+
+    def set_levels(self, levels: Sequence[int]) -> int:
+        """New levels (a reload changed the detector set); returns the level in force after it.
+
+        A level that no longer exists steps down to the highest remaining one below it (level 1
+        without two detector priorities becomes 0) and is judged afresh from there.
+        """
+        self.levels = tuple(sorted({0, *levels}))
+        if self.level not in self.levels:
+            self._since_down = None
+            self._change(max(lv for lv in self.levels if lv <= self.level))
+        return self.level
 
     def observe(self, cost_s: float, period_s: float, *, late: bool = False) -> int | None:
         """One processed chunk's cost; returns the new level when it changes, else None."""
