@@ -153,6 +153,7 @@ def bench_rate(
     totals: list[float] = []
     last = [time.perf_counter()]
     cores0: list[list[tuple[float, float]]] = []
+    cpu0: list[float] = []
 
     def keep(result: ChunkResult) -> None:
         now = time.perf_counter()
@@ -161,11 +162,13 @@ def bench_rate(
             totals.append((now - last[0]) * 1e3)
         elif result.frame.chunk.seq == WARMUP_CHUNKS - 1:
             cores0.append(cpu_times())
+            cpu0.append(time.process_time())
         last[0] = now
 
     pipeline = assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir)
     health = pipeline.run().health
     use = core_use(cores0[0], cpu_times()) if cores0 else []
+    process_cpu_ms = (time.process_time() - cpu0[0]) * 1e3 / max(1, len(results)) if cpu0 else None
     stages: dict[str, list[float]] = {}
     for r in results:
         for name, ms in r.timings_ms.items():
@@ -191,6 +194,47 @@ def bench_rate(
             name: round(seconds * 1e3 / processed, 1) for name, seconds in health["stage_cpu_s"].items()
         },
         "core_use": use,  # busy share of each core while the timed chunks ran (every process counts)
+        # this process's CPU per timed chunk (every thread, the synthetic source's too): what the
+        # run costs whatever else shares the machine; cores_needed = that / the chunk's duration
+        "process_cpu_ms_per_chunk": round(process_cpu_ms, 1) if process_cpu_ms is not None else None,
+        "cores_needed": round(process_cpu_ms / chunk_ms, 2) if process_cpu_ms is not None else None,
+    }
+
+
+def bench_paced(
+    cfg: Config, rate_hz: float, seconds: float, *, config_dir: Path | None = None, pipelined: bool = True
+) -> dict[str, Any]:
+    """A live run: the synthetic source paced at ``rate_hz`` for ``seconds``, shedding and degrading
+    as the daemon would; does the full detector set keep up, and with what arrival -> publish latency?"""
+    from rfstream.runner import assemble
+    from rfstream.sources.synth import SynthSource
+
+    cfg = replace(
+        cfg,
+        source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz, realtime=True),
+        publish=replace(cfg.publish, endpoint="", annotations=""),
+        runtime=replace(cfg.runtime, pipelined=pipelined),
+    )
+    n = max(1, round(seconds * 1e3 / cfg.source.chunk_ms))
+    source = _Limited(SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7, realtime=True), n)
+    levels: list[int] = []
+    pipeline = assemble(cfg, source=source, lossless=False, config_dir=config_dir)
+    pipeline.on_result = lambda _r: levels.append(pipeline.metrics.degrade_level)
+    health = pipeline.run().health
+    c, lat = health["chunks"], health["latency_ms"].get("arrival_to_publish", {})
+    full = sum(1 for level in levels if level == 0)
+    return {
+        "sample_rate_hz": rate_hz,
+        "seconds": seconds,
+        "mode": "pipelined" if pipelined else "serial",
+        "chunks": c["received"],
+        "processed": c["processed"],
+        "late": c["late"],
+        "shed": c["shed"],
+        "degrade_steps_up": health["degrade"]["steps_up"],
+        "full_set_share": round(full / len(levels), 2) if levels else 0.0,  # chunks at level 0
+        "arrival_to_publish_ms": {k: lat[k] for k in ("p50", "p99") if k in lat},
+        "kept_up": bool(c["shed"] == 0 and health["degrade"]["steps_up"] == 0),
     }
 
 
@@ -439,11 +483,14 @@ def run_bench(
     replay_s: float = 0.0,
     replay_rate_hz: float = 20e6,
     config_path: str | None = None,
+    paced_s: float = 0.0,
+    paced_rate_hz: float = 20e6,
 ) -> dict[str, Any]:
     """Every rate through the pipeline in each of ``modes`` (alternating, so a busy spell hits
     both); with ``peers`` > 0 also the spectrogram peer rows and the per-stage CPU costs
     (``peers`` rounds each); with ``replay_s`` > 0 the whole-process replay of a generated
-    ci16 recording that long at ``replay_rate_hz``, in each mode."""
+    ci16 recording that long at ``replay_rate_hz``, in each mode; with ``paced_s`` > 0 a live
+    run paced at ``paced_rate_hz`` that long, in each mode (:func:`bench_paced`)."""
     from rfstream.runner import thread_budget
 
     load0 = os.getloadavg()
@@ -462,6 +509,11 @@ def run_bench(
         "runs": runs,
     }
     report["pipelined_vs_serial"] = _mode_ratios(runs)
+    if paced_s > 0:
+        report["paced"] = [
+            bench_paced(cfg, paced_rate_hz, paced_s, config_dir=config_dir, pipelined=m == "pipelined")
+            for m in modes
+        ]
     if replay_s > 0:
         report["replay"] = [
             bench_replay(config_path, replay_rate_hz, replay_s, pipelined=m == "pipelined") for m in modes
@@ -569,6 +621,11 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"  {'publish':<58}{cpu['publish']:>14.1f}")
         if run.get("core_use"):
             lines.append("  core use: " + ", ".join(f"cpu{i} {u:.0%}" for i, u in enumerate(run["core_use"])))
+        if run.get("process_cpu_ms_per_chunk") is not None:
+            lines.append(
+                f"  process CPU {run['process_cpu_ms_per_chunk']:.0f} ms per chunk: "
+                f"{run['cores_needed']} cores' worth of work per chunk period"
+            )
         lines.append("")
     lines.extend(
         f"pipelined / serial real-time factor at {row['sample_rate_hz'] / 1e6:g} MS/s: "
@@ -584,6 +641,17 @@ def format_table(report: dict[str, Any]) -> str:
         for r in report.get("replay", [])
     )
     if report.get("replay"):
+        lines.append("")
+    for r in report.get("paced", []):
+        lat = r["arrival_to_publish_ms"]
+        lines.append(
+            f"paced live run, {r['seconds']:g} s at {r['sample_rate_hz'] / 1e6:g} MS/s, {r['mode']}: "
+            f"{'kept up' if r['kept_up'] else 'did NOT keep up'} ({r['processed']} of {r['chunks']} chunks "
+            f"processed, {r['late']} late, {r['shed']} shed, {r['degrade_steps_up']} degrade steps up, full "
+            f"detector set on {r['full_set_share']:.0%} of chunks); arrival -> publish p50 "
+            f"{lat.get('p50', 0):.0f} ms, p99 {lat.get('p99', 0):.0f} ms"
+        )
+    if report.get("paced"):
         lines.append("")
     lines.extend(format_peers(report))
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")

@@ -8,9 +8,11 @@ maps, the agreement weight and the operating threshold; write them as a fusion f
 Run it again after the models change (``rfstream train``): the fusion numbers describe how far each
 detector's scores can be believed, and a new model moves them.
 
-Validation seeds of rfstream's synthesiser: **500–599** (default 500–507). They are disjoint from
-the evaluation seeds of ``scripts/eval_suite.py`` / README (1–99) and from the training seeds of
-``rfstream train`` (1000–1999; ``rfstream/train/cli.py``); the script refuses seeds in either range.
+Validation seeds of rfstream's synthesiser: **500–599** (default 500–515). They are disjoint from
+the evaluation seeds of ``scripts/eval_suite.py`` / README (1–99), the training seeds of
+``rfstream train`` (1000–1999), its INT8 calibration frames (2000–2099) and the captures each
+model's own score calibration is fitted on (3000–3099); the script refuses any seed outside 500–599.
+``--rate`` takes a comma-separated list, cycled over the seeds.
 
 Steps (every detector of the configuration, default: the shipped set, through the real pipeline):
 
@@ -116,9 +118,10 @@ def collect(args: argparse.Namespace, cfg: Any, work: Path) -> tuple[list[Chunk]
     recorders = [wrap(d) for d in detectors]
     chunks: list[Chunk] = []
     try:
-        for seed in args.seeds:
+        for i, seed in enumerate(args.seeds):
             t0 = time.monotonic()
-            meta = make_recording("synth", work, seed, args.rate, args.duration, None)
+            rate = args.rates[i % len(args.rates)]
+            meta = make_recording("synth", work, seed, rate, args.duration, None)
             results = run_recording(cfg, meta, recorders)
             annotations, _ = select_truth(read_annotations(meta))
             for r in results:
@@ -232,8 +235,10 @@ def fit(chunks: list[Chunk], energy_names: list[str], cfg: Any, half_db: float) 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="500-507", help="validation seeds of the synthesiser, within 500-599")
-    p.add_argument("--rate", type=float, default=10e6, help="sample rate, S/s (default 10e6)")
+    p.add_argument("--seeds", default="500-515", help="validation seeds of the synthesiser, within 500-599")
+    p.add_argument(
+        "--rate", default="10e6", help="sample rate(s), S/s, comma-separated, cycled (default 10e6)"
+    )
     p.add_argument("--duration", type=float, default=1.0, help="seconds per recording (default 1)")
     p.add_argument("--config", default=None, help="rfstream TOML config (default: the built-in defaults)")
     p.add_argument("--workdir", default=None, help="where the recordings go (default: a temporary directory)")
@@ -244,7 +249,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.seeds = _seeds(args.seeds)
     except ValueError:
-        p.error(f"--seeds: expected e.g. 500-507 or 500,503, got {args.seeds!r}")
+        p.error(f"--seeds: expected e.g. 500-515 or 500,503, got {args.seeds!r}")
+    try:
+        args.rates = [float(r) for r in args.rate.split(",") if r.strip()]
+    except ValueError:
+        p.error(f"--rate: expected sample rates in S/s, e.g. 10e6 or 10e6,2.4e6, got {args.rate!r}")
+    if not args.rates or not all(1e3 <= r <= 1e9 for r in args.rates):
+        p.error(f"--rate: expected sample rates between 1e3 and 1e9 S/s, got {args.rate!r}")
+    if args.duration <= 0 or args.duration > 60:
+        p.error(f"--duration: expected seconds in (0, 60], got {args.duration:g}")
     clash = [s for s in args.seeds if s in EVAL_SEEDS or s in TRAIN_SEEDS or s not in VALIDATION_SEEDS]
     if clash:
         p.error(f"--seeds: {clash[:5]} are not validation seeds (500-599; 1-99 evaluate, 1000-1999 train)")
@@ -270,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
         fitted_on={
             **model.fitted_on,
             "seeds": args.seeds,
-            "rate_hz": args.rate,
+            "rates_hz": args.rates,
             "duration_s": args.duration,
             "detectors": [c.name for c in cfg.detectors if c.enabled],
             "features_energy": list(ENERGY_FEATURES),

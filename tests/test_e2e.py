@@ -122,7 +122,7 @@ def test_energy_detector_recall_on_strong_signals(capture):
     guards against regressions; it is not the goal.
     """
     results = []
-    # The detector's own boxes: class-aware NMS only, no fusion publish gate (fusion is scored apart).
+    # the detector's own boxes: no fusion gate (that drops an energy box its calibration doubts)
     energy_only = replace(
         _config(capture), detectors=[{"name": "energy", "kind": "energy"}], merge={"mode": "class_nms"}
     )

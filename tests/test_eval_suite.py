@@ -40,8 +40,10 @@ def test_suite_scores_both_generators_and_measures_what_users_get(tmp_path):
         "| published |",
         "false alarm",
         "ECE",
+        "operating threshold score ≥",  # the published row is at the shipped operating threshold
     ):
         assert heading in proc.stdout, heading
+    assert "Duplicates (boxes of one chunk with IoU > 0.5): 0 extra boxes" in proc.stdout  # fusion: none
     data = json.loads(out.read_text())
     assert set(data["generators"]) == {"synth", "indep"}
     names = data["config"]["detectors"]
