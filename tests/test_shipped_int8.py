@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from test_shipped_models import MODELS, strong_frame  # noqa: F401 - a fixture
+from test_shipped_models import MODELS, big_boxes, strong_frames  # noqa: F401 - a fixture
 
 from rfstream.config import Config
 from rfstream.detect.models import file_sha256, read_onnx_metadata
@@ -35,28 +35,33 @@ def test_int8_is_the_default_frame_detector():
     assert frame.model == "frame_detector_int8" and frame.kind == "onnx"
 
 
-def _found(dets, truth) -> tuple[float, float]:
-    """Share of the big truth boxes found (IoU >= 0.5), and of those, the share labelled right."""
-    big = [b for b in truth if b["y_max"] - b["y_min"] >= 8 and b["x_max"] - b["x_min"] >= 4]
-    t = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big])
+def _found(dets, truth) -> tuple[list[bool], list[bool]]:
+    """Per big truth box: found (IoU >= 0.5)?; per found one: labelled right?"""
+    big = big_boxes(truth)
+    t = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big]).reshape(-1, 4)
     d = np.array([[x.x0, x.y0, x.x1, x.y1] for x in dets]).reshape(-1, 4)
+    if not len(d):
+        return [False] * len(t), []
     iou = box_iou(t, d)
     found = iou.max(axis=1) >= 0.5
     best = iou.argmax(axis=1)
-    right = [big[i]["label"] == dets[best[i]].label for i in np.flatnonzero(found)]
-    return float(found.mean()), float(np.mean(right)) if right else 0.0
+    return found.tolist(), [big[i]["label"] == dets[best[i]].label for i in np.flatnonzero(found)]
 
 
-def test_int8_finds_what_fp32_finds(strong_frame):  # noqa: F811 - the fixture
-    frame, truth = strong_frame
+def test_int8_finds_what_fp32_finds(strong_frames):  # noqa: F811 - the fixture
     scores = {}
     for path in (FP32, INT8):
         det = OnnxFrameDetector(path.stem, path, providers="cpu", threads=1)
-        scores[path.stem] = _found(det.detect(frame), truth)
+        found, right = [], []
+        for frame, truth in strong_frames:
+            f, r = _found(det.detect(frame), truth)
+            found += f
+            right += r
+        scores[path.stem] = (float(np.mean(found)), float(np.mean(right)) if right else 0.0)
     (fp32_found, fp32_right), (int8_found, int8_right) = (
         scores["frame_detector"],
         scores["frame_detector_int8"],
     )
-    assert fp32_found >= 0.6
+    assert fp32_found >= 0.5  # at the operating threshold (max F1 on validation captures, weak signals too)
     assert int8_found >= fp32_found - 0.1, scores
     assert int8_right >= fp32_right - 0.1, scores

@@ -38,11 +38,14 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-@pytest.fixture(scope="module")
-def strong_frame():
-    """One 200 ms frame of a synthetic capture (evaluation seed range) with strong signals."""
+def _strong_frame(seed: int):
+    """One 200 ms frame of a synthetic capture (evaluation seed range) with strong signals.
+
+    One transmitter of each family, ideal waveforms in white noise (no channel or receiver
+    effects): the scene these checks were written for.
+    """
     iq = np.empty(int(0.2 * RATE), np.complex64)
-    anns = render_capture(iq, RATE, seed=7, snr_db_range=(18.0, 30.0))
+    anns = render_capture(iq, RATE, seed=seed, snr_db_range=(18.0, 30.0), realism="clean", density="medium")
     chunk = Chunk(iq, RATE, CENTER, start_sample=0, seq=0, arrived_ns=0)
     frame = Spectrogrammer(SpectrogramConfig()).process(chunk)
 
@@ -51,8 +54,18 @@ def strong_frame():
             self.t_start_s, self.t_stop_s = a.sample_start / RATE, (a.sample_start + a.sample_count) / RATE
             self.f_low_hz, self.f_high_hz, self.label = CENTER + a.f_low_hz, CENTER + a.f_high_hz, a.label
 
-    boxes = frame_boxes(frame, [A(a) for a in anns])
-    return frame, boxes
+    return frame, frame_boxes(frame, [A(a) for a in anns])
+
+
+@pytest.fixture(scope="module")
+def strong_frames():
+    """Ten such frames (seeds 1-10): one frame's handful of signals says little about a model."""
+    return [_strong_frame(seed) for seed in range(1, 11)]
+
+
+def big_boxes(truth):
+    """Signals big enough to see: at least 8 rows and 4 columns of the frame."""
+    return [b for b in truth if b["y_max"] - b["y_min"] >= 8 and b["x_max"] - b["x_min"] >= 4]
 
 
 @pytest.mark.parametrize(
@@ -89,40 +102,43 @@ def test_shipped_model_metadata(name, task, size):
         assert json.loads(meta["rfstream.decoder"])["stride"] == 4
 
 
-def test_frame_detector_finds_strong_signals(strong_frame):
-    frame, truth = strong_frame
+def test_frame_detector_finds_strong_signals(strong_frames):
     path = MODELS / "frame_detector.onnx"
     meta = _metadata(path)
     labels = json.loads(meta["rfstream.labels"])
     decoder = json.loads(meta["rfstream.decoder"])
-    obj, probs = _session(path).run(None, {"image": frame.image[None, None]})
-    assert obj.shape == (1, 1, 256, 256) and probs.shape == (1, len(labels), 256, 256)
-    dets = decode_frame_detector(
-        obj[0], probs[0], frame, labels=labels, score_threshold=0.3, detector_name="fd", **decoder
-    )
-    # Signals big enough to see: at least 8 rows and 4 columns of the frame.
-    big = [b for b in truth if b["y_max"] - b["y_min"] >= 8 and b["x_max"] - b["x_min"] >= 4]
-    assert len(big) >= 5
-    t = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big])
-    d = np.array([[x.x0, x.y0, x.x1, x.y1] for x in dets]).reshape(-1, 4)
-    iou = box_iou(t, d)
-    found = iou.max(axis=1) >= 0.5 if len(d) else np.zeros(len(t), bool)
-    assert found.mean() >= 0.6, f"found {found.sum()} of {len(t)} strong signals"
-    best = iou.argmax(axis=1)
-    right_label = [big[i]["label"] == dets[best[i]].label for i in np.flatnonzero(found)]
+    session = _session(path)
+    found_all, right_label = [], []
+    for frame, truth in strong_frames:
+        obj, probs = session.run(None, {"image": frame.image[None, None]})
+        assert obj.shape == (1, 1, 256, 256) and probs.shape == (1, len(labels), 256, 256)
+        dets = decode_frame_detector(
+            obj[0], probs[0], frame, labels=labels, score_threshold=0.3, detector_name="fd", **decoder
+        )
+        big = big_boxes(truth)
+        t = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big]).reshape(-1, 4)
+        d = np.array([[x.x0, x.y0, x.x1, x.y1] for x in dets]).reshape(-1, 4)
+        iou = box_iou(t, d)
+        found = iou.max(axis=1) >= 0.5 if len(d) else np.zeros(len(t), bool)
+        found_all.extend(found.tolist())
+        best = iou.argmax(axis=1) if len(d) else np.zeros(len(t), int)
+        right_label += [big[i]["label"] == dets[best[i]].label for i in np.flatnonzero(found)]
+    assert len(found_all) >= 50
+    assert np.mean(found_all) >= 0.6, f"found {sum(found_all)} of {len(found_all)} strong signals"
     assert np.mean(right_label) >= 0.6, f"{sum(right_label)} of {len(right_label)} labelled right"
 
 
-def test_crop_classifier_labels_strong_signals(strong_frame):
-    frame, truth = strong_frame
-    big = [b for b in truth if b["y_max"] - b["y_min"] >= 8 and b["x_max"] - b["x_min"] >= 4]
-    boxes = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big])
-    crops = extract_crops(frame.image, boxes)
-    (probs,) = _session(MODELS / "crop_classifier.onnx").run(None, {"crops": crops})
-    assert probs.shape == (len(big), len(LABELS)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
-    predicted = [LABELS[i] for i in probs.argmax(axis=1)]
-    right = np.mean([p == b["label"] for p, b in zip(predicted, big, strict=True)])
-    assert right >= 0.6, list(zip(predicted, [b["label"] for b in big], strict=True))
+def test_crop_classifier_labels_strong_signals(strong_frames):
+    session = _session(MODELS / "crop_classifier.onnx")
+    pairs = []
+    for frame, truth in strong_frames:
+        big = big_boxes(truth)
+        boxes = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in big]).reshape(-1, 4)
+        (probs,) = session.run(None, {"crops": extract_crops(frame.image, boxes)})
+        assert probs.shape == (len(big), len(LABELS)) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+        pairs += [(LABELS[i], b["label"]) for i, b in zip(probs.argmax(axis=1), big, strict=True)]
+    right = np.mean([p == t for p, t in pairs])
+    assert right >= 0.6, pairs
     # background crops (pure noise regions) are "unknown" more often than not
     noise = np.array([[x, 900, x + 30, 1000] for x in range(0, 1000, 100)], float)
     crops = extract_crops(np.random.default_rng(0).normal(0.12, 0.03, (1024, 1024)).astype(np.float32), noise)
