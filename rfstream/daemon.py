@@ -68,12 +68,17 @@ def run_daemon(
 ) -> int:
     """Run until the source ends or a signal stops it; 0 on a clean stop (the CLI's ``run``).
 
-    A FatalError is logged in one line and raised on for the CLI to print and exit with.
+    A FatalError is raised on for the CLI to print and exit with; with JSON logs (journald, a log
+    shipper) it is also logged as one structured ``fatal`` record. On a console that record would
+    only repeat the CLI's ``rfstream: error:`` line, so an error stays one line there.
     """
     try:
         Daemon(cfg, config_path=config_path, sink_factories=sink_factories, notifier=notifier).run()
     except FatalError as exc:
-        log.error("fatal", error=str(exc), kind=type(exc).__name__)
+        from rfstream.runtime.logging import resolve_format
+
+        if resolve_format(cfg.runtime.log_format) == "json":
+            log.error("fatal", error=str(exc), kind=type(exc).__name__)
         raise
     return 0
 
