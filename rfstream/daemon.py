@@ -17,8 +17,8 @@ One :class:`Daemon` owns a run from start to exit::
   file keeps the running config and logs why in one line; changes that need a
   restart (source, spectrogram, publish, tracker, most of runtime) are logged.
 - Fatal trouble (no device, endpoint in use, model missing, bad config) ends
-  the run with one log line, one ``rfstream: error:`` line on stderr (the CLI)
-  and a non-zero exit, so systemd restarts the unit.
+  the run with one ``rfstream: error:`` line on stderr (the CLI; with JSON logs
+  also one ``fatal`` record) and a non-zero exit, so systemd restarts the unit.
 
 Signal handlers do nothing but leave a byte in a pipe (rfstream.runtime.signals):
 they never take a lock, so a burst of signals cannot deadlock the thread they
