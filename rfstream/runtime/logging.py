@@ -72,8 +72,8 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(_LEVELS[level.lower()])
-    # Off, then on: captureWarnings(True) does nothing while it believes it is on, even after
-    # someone else (a test runner's warning recorder) has put its own warnings.showwarning back.
+    # Off, then on: whoever swapped warnings.showwarning since the last call (a test runner, an
+    # embedding program) gets the hook reinstalled instead of a silent no-op.
     logging.captureWarnings(False)
     logging.captureWarnings(True)
 
