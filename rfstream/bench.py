@@ -153,6 +153,7 @@ def bench_rate(
     totals: list[float] = []
     last = [time.perf_counter()]
     cores0: list[list[tuple[float, float]]] = []
+    cpu0: list[float] = []
 
     def keep(result: ChunkResult) -> None:
         now = time.perf_counter()
@@ -161,11 +162,13 @@ def bench_rate(
             totals.append((now - last[0]) * 1e3)
         elif result.frame.chunk.seq == WARMUP_CHUNKS - 1:
             cores0.append(cpu_times())
+            cpu0.append(time.process_time())
         last[0] = now
 
     pipeline = assemble(cfg, source=source, lossless=True, on_result=keep, config_dir=config_dir)
     health = pipeline.run().health
     use = core_use(cores0[0], cpu_times()) if cores0 else []
+    process_cpu_ms = (time.process_time() - cpu0[0]) * 1e3 / max(1, len(results)) if cpu0 else None
     stages: dict[str, list[float]] = {}
     for r in results:
         for name, ms in r.timings_ms.items():
@@ -191,6 +194,10 @@ def bench_rate(
             name: round(seconds * 1e3 / processed, 1) for name, seconds in health["stage_cpu_s"].items()
         },
         "core_use": use,  # busy share of each core while the timed chunks ran (every process counts)
+        # this process's CPU per timed chunk (every thread, the synthetic source's too): what the
+        # run costs whatever else shares the machine; cores_needed = that / the chunk's duration
+        "process_cpu_ms_per_chunk": round(process_cpu_ms, 1) if process_cpu_ms is not None else None,
+        "cores_needed": round(process_cpu_ms / chunk_ms, 2) if process_cpu_ms is not None else None,
     }
 
 
@@ -569,6 +576,11 @@ def format_table(report: dict[str, Any]) -> str:
             lines.append(f"  {'publish':<58}{cpu['publish']:>14.1f}")
         if run.get("core_use"):
             lines.append("  core use: " + ", ".join(f"cpu{i} {u:.0%}" for i, u in enumerate(run["core_use"])))
+        if run.get("process_cpu_ms_per_chunk") is not None:
+            lines.append(
+                f"  process CPU {run['process_cpu_ms_per_chunk']:.0f} ms per chunk: "
+                f"{run['cores_needed']} cores' worth of work per chunk period"
+            )
         lines.append("")
     lines.extend(
         f"pipelined / serial real-time factor at {row['sample_rate_hz'] / 1e6:g} MS/s: "

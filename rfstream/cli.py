@@ -660,6 +660,11 @@ def _innermost_parser(parser: argparse.ArgumentParser, args: argparse.Namespace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from rfstream.runtime.budget import limit_blas
+
+    # OpenBLAS reads its thread count once, when NumPy loads (building the parser may load it):
+    # one thread, as the thread budget wants (runtime.blas_threads other than 1 needs threadpoolctl).
+    limit_blas(1)
     argv = list(sys.argv[1:] if argv is None else argv)
     if _is_daemon(argv):
         # before anything slow: a SIGHUP or SIGTERM while the models load must not kill the daemon

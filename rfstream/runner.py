@@ -29,19 +29,22 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import signal
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rfstream.config import Config
 from rfstream.detect.base import Detector
-from rfstream.pipeline import Pipeline, RunSummary
 from rfstream.runtime.budget import ThreadBudget, limit_blas, plan_for
-from rfstream.runtime.metrics import Metrics
 from rfstream.sinks.base import Sink
 from rfstream.sources.base import LiveDevice, Source, SourceInfo, SourceWithStats
 from rfstream.types import ChunkResult
+
+if TYPE_CHECKING:  # imported when a run is assembled: a wrong path fails before SciPy loads
+    from rfstream.pipeline import Pipeline, RunSummary
+    from rfstream.runtime.metrics import Metrics
 
 __all__ = [
     "SinkFactory",
@@ -147,6 +150,7 @@ def assemble(
     ``sinks`` are already open; ``sink_factories`` are called with the source's info.
     """
     from rfstream.dsp.backend import get_backend
+    from rfstream.runtime.metrics import Metrics
     from rfstream.sinks.security import check_publish_security
     from rfstream.sources import open_source
 
@@ -173,7 +177,12 @@ def assemble(
         backend = get_backend(cfg.spectrogram.backend)
         budget = dataclasses.replace(plan_for(cfg, gpu=backend.is_gpu), blas_set_by=blas_set_by)
         if detectors is None:
-            detectors = build_detectors(cfg, config_dir)  # plans the same budget
+            # The models load (ONNX Runtime builds its sessions without the GIL) while this thread
+            # imports the pipeline and its SciPy; build_detectors plans the same budget.
+            loading = _Background(build_detectors, cfg, config_dir)
+            from rfstream.pipeline import Pipeline
+
+            detectors = loading.result()
             opened.items.append(_Closer(detectors))
         else:
             detectors = [_Borrowed(d) for d in detectors]
@@ -201,6 +210,8 @@ def assemble(
     if isinstance(source, LiveDevice):
         live = source
         metrics.device_state_fn = lambda: live.device_state
+    from rfstream.pipeline import Pipeline
+
     return Pipeline(
         cfg,
         source,
@@ -213,6 +224,30 @@ def assemble(
         metrics=metrics,
         threads=budget,
     )
+
+
+class _Background:
+    """``fn(*args)`` on a thread of its own; ``result()`` waits and returns or raises what it did."""
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._fn, self._args = fn, args
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="rfstream-load", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._fn(*self._args)
+        except BaseException as exc:  # handed to the thread that waits, which raises it
+            self._error = exc
+
+    def result(self) -> Any:
+        while self._thread.is_alive():
+            self._thread.join(0.1)  # short waits: a signal handler can still run meanwhile
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 class _Closer:

@@ -229,3 +229,29 @@ def _json_or_none(line: str) -> dict | None:
     except ValueError:
         return None
     return rec if isinstance(rec, dict) else None
+
+
+def test_a_burst_of_sighups_on_a_broken_config_keeps_the_running_one_and_says_why(driver, tmp_path):
+    config = tmp_path / "rfstream.toml"
+    config.write_text(TWO_PRIORITIES)
+    d = Daemon(tmp_path, "--config", str(config))
+    try:
+        first = d.health(lambda h: h["chunks"]["processed"] >= 3, 30)
+        _write(config, '[[detectors]]\nname = "x"\nkind = "energy"\npriority = "high"\n')
+        for _ in range(100):
+            os.kill(d.proc.pid, signal.SIGHUP)
+        h = d.health(
+            lambda h: (
+                h["reloads"]["failed"] >= 1 and h["chunks"]["processed"] >= first["chunks"]["processed"] + 5
+            ),
+            30,
+        )
+        assert h["reloads"]["applied"] == 0 and h["reloads"]["failed"] <= 10  # coalesced, not 100
+        assert h["chunks"]["shed"] == 0 and set(h["detectors"]) >= {"energy", "sleepy"}  # the old set runs on
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.close()
+    _no_trouble(d)
+    failed = d.events("reload failed; keeping the running config")
+    assert failed and all("detectors.0.priority" in f["error"] and "\n" not in f["error"] for f in failed)

@@ -212,3 +212,46 @@ def test_stop_drains_every_stage_and_ends_with_exact_accounting():
     s = h["samples"]
     assert s["in_flight"] == 0 and s["received"] == s["processed"] + s["shed"]
     assert out["s"].interrupted and h["chunks"]["processed"] > 0
+
+
+def test_sigterm_ends_a_fast_replay_within_two_seconds_with_every_sample_accounted(tmp_path):
+    """A real process: `rfstream replay --fast --loop` (lossless, endless, every stage busy) stopped by
+    SIGTERM drains its stages and says so in its summary."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from rfstream.bench import make_ci16_recording
+
+    meta = make_ci16_recording(tmp_path / "rec", 2e6, 1.0)
+    cmd = [sys.executable, "-m", "rfstream", "replay", str(meta), "--fast", "--loop", "--no-publish"]
+    cmd += ["--log-format", "json", "--log-level", "debug"]
+    cmd += ["--set", "detectors.1.enabled=false", "--set", "detectors.2.enabled=false"]
+    cmd += ["--set", "spectrogram.nfft=1024", "--set", "spectrogram.hop=512"]
+    log = tmp_path / "log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ})
+        try:
+            deadline = time.monotonic() + 60
+            while "first chunk" not in log.read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+                if proc.poll() is not None:
+                    break
+            time.sleep(1.0)  # every stage has work now
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(10)
+            took = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    text = log.read_text()
+    assert rc == 0 and took < 2.0, (rc, took, text[-2000:])
+    assert "Traceback" not in text
+    (line,) = [x for x in text.splitlines() if x.startswith("chunks ")]  # the run's one-line summary
+    processed = int(line.split("chunks ")[1].split()[0])
+    assert processed >= 2 and "samples " in line, line
+    shed = [json.loads(x) for x in text.splitlines() if '"chunk shed"' in x]
+    assert all(e["reason"] == "shutdown" for e in shed)  # lossless: nothing shed but at the stop

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from test_cli import ROOT, assert_clean_error, rfstream
 
@@ -122,6 +123,18 @@ def test_run_on_a_sigmf_recording_processes_every_chunk_at_the_recordings_pace(r
     assert not stopped["interrupted"]
     assert wall >= 2.5  # paced: 3 s of signal takes about 3 s, not a burst
     assert not _events(proc.stderr, "shedding") and not _events(proc.stderr, "shed over the run")
+
+
+def test_run_on_a_raw_file_processes_every_chunk(tmp_path):
+    raw = tmp_path / "rtl.cu8"
+    raw.write_bytes(np.random.default_rng(0).integers(100, 156, int(2 * RATE), dtype=np.uint8).tobytes())
+    proc = rfstream(
+        "run", "--source", "raw", "--path", str(raw), "--rate", str(RATE), "--freq", "433.92e6",
+        "--endpoint", "", "--log-format", "json", *SMALL,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (stopped,) = _events(proc.stderr, "stopped")
+    assert stopped["chunks_processed"] == 10 and stopped["chunks_shed"] == 0 and stopped["accounting_exact"]
 
 
 def test_run_with_the_synthesiser_is_paced_and_sheds_nothing(tmp_path):

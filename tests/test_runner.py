@@ -115,3 +115,19 @@ def test_the_traceback_of_an_internal_error_appears_with_debug_logging(capture, 
     assert code == cli.INTERNAL_ERROR_EXIT
     assert "Traceback" in err and "ZeroDivisionError" in err
     assert err.strip().splitlines()[-1].startswith("rfstream: error: internal error:")
+
+
+def test_a_wrong_path_fails_before_the_pipeline_and_scipy_load(tmp_path):
+    """The recording is checked before anything heavy is imported (what makes the error fast)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from rfstream.cli import main\n"
+        f"rc = main(['replay', {str(tmp_path / 'nowhere.sigmf-meta')!r}, '--no-publish'])\n"
+        "print(rc, sorted(m for m in ('rfstream.pipeline', 'scipy.fft', 'onnxruntime') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "1 []", out.stdout + out.stderr
+    assert "nowhere.sigmf-meta" in out.stderr

@@ -162,3 +162,73 @@ def test_decode_keeps_crossing_signals_apart():
         ("ofdm", 20.0, 160.0, 240.0, 176.0),
         ("tone", 120.0, 0.0, 124.0, 256.0),
     ]
+
+
+def _carrier_under_bursts(gap_rows: int):
+    """A one-cell-wide tone over the whole frame; two wide OFDM bursts win its cells where they cross."""
+    obj = np.zeros((1, 64, 64), np.float32)
+    probs = np.zeros((3, 64, 64), np.float32)
+    probs[0] = 1.0
+    obj[0, :, 30] = 0.9
+    for r0 in (10, 40):
+        obj[0, r0 : r0 + gap_rows, 5:60] = 0.9
+        probs[:, r0 : r0 + gap_rows, 5:60] = np.array([0.0, 0.0, 1.0])[:, None, None]
+    return obj, probs
+
+
+def _decode(obj, probs, image=None, **kw):
+    image = np.zeros((256, 256), np.float32) if image is None else image
+    return decode_frame_detector(
+        obj, probs, _frame(image), labels=LABELS, stride=4, score_threshold=0.1, detector_name="fd", **kw
+    )
+
+
+def test_a_carrier_crossed_by_wider_signals_stays_one_box():
+    obj, probs = _carrier_under_bursts(4)
+    bridged = [d for d in _decode(obj, probs, refine=False) if d.label == "tone"]
+    assert [(d.x0, d.y0, d.x1, d.y1) for d in bridged] == [(120.0, 0.0, 124.0, 256.0)]
+    split = [d for d in _decode(obj, probs, refine=False, bridge_cells=0) if d.label == "tone"]
+    assert len(split) == 3  # without bridging: three pieces
+    # The bursts keep their own boxes, and a gap longer than bridge_cells is not bridged.
+    assert sum(d.label == "ofdm" for d in _decode(obj, probs, refine=False)) == 2
+    obj, probs = _carrier_under_bursts(20)
+    assert sum(d.label == "tone" for d in _decode(obj, probs, refine=False, bridge_cells=8)) == 3
+
+
+def test_bridging_never_glues_wide_bursts_of_one_channel():
+    obj = np.zeros((1, 64, 64), np.float32)
+    probs = np.zeros((3, 64, 64), np.float32)
+    probs[1] = 1.0  # fsk everywhere
+    for r0 in (5, 15, 25):  # three hops on one channel, 6 cells apart
+        obj[0, r0 : r0 + 4, 20:40] = 0.9
+    obj[0, 9:15, 30] = 0.9  # a narrow sliver of signal between two of them
+    obj[0, 19:25, 10] = 0.9  # and a carrier-like sliver beside them
+    hops = sorted((d.y0, d.y1) for d in _decode(obj, probs, refine=False, min_cells=8) if d.x1 - d.x0 > 40)
+    assert hops == [(20.0, 36.0), (60.0, 76.0), (100.0, 116.0)] or len(hops) == 2
+
+
+def test_a_sub_column_carrier_gets_a_one_column_box_centred_on_its_power():
+    img = np.full((256, 256), 0.12, np.float32)
+    img[:, 121] = 0.8  # the carrier lies mostly in column 121, partly in 122
+    img[:, 122] = 0.5
+    obj = np.zeros((1, 64, 64), np.float32)
+    obj[0, :, 30] = 0.9
+    probs = np.zeros((3, 64, 64), np.float32)
+    probs[0] = 1.0
+    (d,) = _decode(obj, probs, img)
+    centre = (121.5 * 0.68 + 122.5 * 0.38) / (0.68 + 0.38)
+    assert d.x1 - d.x0 == pytest.approx(1.0) and 0.5 * (d.x0 + d.x1) == pytest.approx(centre, abs=1e-3)
+    assert (d.y0, d.y1) == (0.0, 256.0)
+    (wide,) = _decode(obj, probs, img, narrow_px=0)
+    assert (wide.x0, wide.x1) == (121.0, 123.0)  # the plain refinement: two whole columns
+
+
+def test_a_signal_two_columns_wide_keeps_both_columns():
+    img = np.full((256, 256), 0.12, np.float32)
+    img[:, 121:123] = 0.8
+    obj = np.zeros((1, 64, 64), np.float32)
+    obj[0, :, 30] = 0.9
+    probs = np.zeros((3, 64, 64), np.float32)
+    probs[0] = 1.0
+    (d,) = _decode(obj, probs, img)
+    assert (d.x0, d.x1) == (121.0, 123.0)

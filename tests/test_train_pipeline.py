@@ -161,9 +161,21 @@ def test_cli_trains_from_an_exported_dataset(dataset: Path, tmp_path: Path):
             "1",
             "--export-to",
             str(tmp_path / "models"),
+            "--validation-captures",
+            "1",
+            "--duration",
+            "0.4",
+            "--sample-rates",
+            "1e6",
         ]
     )
     assert cli.run(args) == 0
+    report = __import__("json").loads((tmp_path / "run" / "report.json").read_text())
+    # One epoch on six frames: calibrated when it found something on the validation capture,
+    # else kept uncalibrated with the reason; either way the run finishes and says which.
+    for name in ("frame_detector", "crop_classifier"):
+        entry = report["calibration"][name]
+        assert "error" in entry or (0.0 < entry["threshold"] < 1.0 and entry["ece_raw"] is not None)
     assert read_metadata(tmp_path / "models" / "frame_detector.onnx")["rfstream.training"]["frames"] == 6
     assert read_metadata(tmp_path / "models" / "crop_classifier.onnx")["rfstream.task"] == "crop_classifier"
     with pytest.raises(ConfigError, match="--models"):

@@ -19,7 +19,12 @@
    - score = ``energy^(1-w) · p^w`` with ``w = class_weight`` (0.5: the geometric
      mean): a confident label on a weak signal and a strong signal with a
      hesitant label both land mid-range, and either at 0 gives 0;
-   - detections below ``score_threshold`` (the model's default unless the
+   - a calibrated classifier (``rfstream.calibration`` in its metadata, fitted
+     at training time on validation captures, see :mod:`rfstream.train.calibrate`)
+     maps that combined score, per label, to the probability that the box is a
+     real signal of that label; that is the score published;
+   - detections below ``score_threshold`` (on the published scale; the
+     calibration's operating threshold, or the model's default, unless the
      config sets one) are dropped, then ``labels`` (kept labels) filters.
 
 The proposal stage keeps its own settings (``options.energy`` table); no
@@ -39,6 +44,7 @@ import numpy as np
 
 from rfstream.detect.base import BatchModel, Proposer, at_least, in_range
 from rfstream.detect.crops import extract_crops
+from rfstream.detect.decode import model_threshold
 from rfstream.detect.models import ModelMetadata, read_metadata
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
@@ -121,7 +127,8 @@ class TwoStageDetector:
         self.classifier: BatchModel = load_classifier(
             classifier_path, meta, providers=options.providers, threads=options.threads
         )
-        self.score_threshold = meta.score_threshold if score_threshold is None else float(score_threshold)
+        self.calibration, default = model_threshold(meta)
+        self.score_threshold = default if score_threshold is None else float(score_threshold)
         self.labels_kept = frozenset(labels_kept)
         self._size = meta.input_size[0]
         self._labels = np.array(meta.labels, dtype=object)
@@ -160,10 +167,12 @@ class TwoStageDetector:
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
+        labels = self._labels[best]
+        if self.calibration is not None:
+            scores = self.calibration.scores(labels, scores)
         keep = scores >= self.score_threshold
         if self._unknown >= 0 and not self.options.keep_unknown:
             keep &= best != self._unknown
-        labels = self._labels[best]
         out = []
         for i in np.flatnonzero(keep):
             label = str(labels[i])

@@ -11,6 +11,12 @@ Without ``--data``, ``--captures`` synthetic recordings are made with
 the taxonomy (``--label-map FILE`` adds the user's own table). ``--dataset DIR``
 skips the export and trains on an already exported dataset.
 
+After export, each model's scores are calibrated (:mod:`rfstream.train.calibrate`):
+the daemon's detector for it runs on ``--validation-captures`` synthetic captures at
+seeds 3000+ (disjoint from training, INT8 and evaluation seeds), its boxes are
+matched to the truth, and per-label Platt scaling plus the max-F1 operating
+threshold go into the model's ``rfstream.calibration`` metadata.
+
 This module imports without torch; ``run`` checks for it first, so a missing
 extra is one clear error.
 """
@@ -27,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from rfstream.errors import ConfigError, FatalError, InputError
+from rfstream.errors import ConfigError, FatalError, InputError, ModelError
 
 MISSING_TORCH = "rfstream train needs the 'train' extra: pip install 'rfstream[train]'"
 TRAIN_SEED_BASE = 1000
@@ -52,8 +58,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=1.0, help="seconds per synthetic recording")
     parser.add_argument(
         "--sample-rates",
-        default="10e6,10e6,20e6,5e6",
+        default="10e6,20e6,5e6,2.4e6",
         help="comma-separated sample rates cycled over the synthetic recordings, Hz",
+    )
+    parser.add_argument(
+        "--snr",
+        default="-5,30",
+        help="in-band SNR range of the synthetic signals, dB (min,max; default -5,30)",
     )
     parser.add_argument(
         "--data", type=Path, help="train on the labelled SigMF recordings under this directory"
@@ -74,6 +85,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ("patience", int),
     ):
         parser.add_argument(f"--{name}", type=tp, help=f"override the auto-tuned {name} (both models)")
+    parser.add_argument(
+        "--validation-captures",
+        type=int,
+        default=12,
+        help="synthetic captures (seeds 3000+) the score calibration is fitted on; 0 = no calibration",
+    )
     parser.add_argument("--export-to", type=Path, help="copy the accepted ONNX files into this directory")
 
 
@@ -97,20 +114,61 @@ def _synthesize(args: argparse.Namespace, rec_dir: Path) -> tuple[list[Path], li
         raise ConfigError(f"--sample-rates: not a list of numbers: {args.sample_rates!r}") from exc
     if not rates or min(rates) <= 0:
         raise ConfigError(f"--sample-rates: need positive rates, got {args.sample_rates!r}")
+    try:
+        snr = tuple(float(v) for v in args.snr.split(","))
+    except ValueError as exc:
+        raise ConfigError(f"--snr: not two numbers: {args.snr!r}") from exc
+    if len(snr) != 2 or not snr[0] <= snr[1]:
+        raise ConfigError(f"--snr: need MIN,MAX with MIN <= MAX, got {args.snr!r}")
     rec_dir.mkdir(parents=True, exist_ok=True)
     paths, made = [], []
     from rfstream.train.trainer import _progress
 
     for i in _progress(range(args.captures), desc="synthesizing"):
         seed, rate = capture_seed(args.seed, i), rates[i % len(rates)]
-        base = rec_dir / f"train_{seed:04d}_{rate:.0f}_{args.duration:g}s"
+        base = rec_dir / f"train_{seed:04d}_{rate:.0f}_{args.duration:g}s_snr{snr[0]:g}_{snr[1]:g}"
         meta = base.with_name(base.name + ".sigmf-meta")
         # The same seed gives the same bytes: a recording from an interrupted run is reused.
         if not (meta.exists() and base.with_name(base.name + ".sigmf-data").exists()):
-            meta = Path(synthesize(base, sample_rate_hz=rate, duration_s=args.duration, seed=seed))
+            meta = Path(
+                synthesize(base, sample_rate_hz=rate, duration_s=args.duration, seed=seed, snr_db_range=snr)
+            )
         paths.append(meta)
-        made.append({"seed": seed, "sample_rate_hz": rate, "duration_s": args.duration})
+        made.append({"seed": seed, "sample_rate_hz": rate, "duration_s": args.duration, "snr_db": list(snr)})
     return paths, made
+
+
+def _calibrate(args: argparse.Namespace, out: Path, models: list[Path], spectrogram: Any) -> dict[str, Any]:
+    """Fit and store each model's score calibration on validation captures; the summaries.
+
+    A model that cannot be calibrated (no correct box on the validation captures: an
+    undertrained model) is kept uncalibrated, and the report says why.
+    """
+    from rfstream.train.calibrate import VALIDATION_SEEDS, calibrate_model, summary, validation_recordings
+    from rfstream.train.trainer import _progress
+
+    t0 = time.perf_counter()
+    rates = [float(r) for r in args.sample_rates.split(",") if r.strip()]
+    recordings = validation_recordings(
+        out / "validation",
+        args.validation_captures,
+        rates=rates,
+        duration_s=args.duration,
+        progress=lambda it: _progress(it, desc="validation captures"),
+    )
+    seeds = list(VALIDATION_SEEDS[: len(recordings)])
+    result: dict[str, Any] = {}
+    for path in models:
+        try:
+            cal = calibrate_model(path, recordings, seeds=seeds, spectrogram=spectrogram)
+        except ModelError as exc:
+            result[path.stem] = {"error": str(exc)}
+            print(f"{path.stem}: not calibrated: {exc}", file=sys.stderr)
+            continue
+        result[path.stem] = summary(cal)
+        print(f"{path.stem} calibration: {json.dumps(result[path.stem])}", file=sys.stderr)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +184,8 @@ def run(args: argparse.Namespace) -> int:
     from rfstream.train.autotune import autotune
     from rfstream.train.export import export_crop_classifier, export_frame_detector
 
+    if args.validation_captures < 0:
+        raise ConfigError(f"--validation-captures: need >= 0, got {args.validation_captures}")
     models = {m.strip() for m in args.models.split(",") if m.strip()}
     if not models or not models <= {"frame_detector", "crop_classifier"}:
         raise ConfigError(f"--models: choose from frame_detector, crop_classifier; got {args.models!r}")
@@ -251,6 +311,15 @@ def run(args: argparse.Namespace) -> int:
             "hp": hp.as_dict(),
         }
         accepted.append(path)
+
+    if accepted and args.validation_captures > 0:
+        from dataclasses import fields
+
+        known = {f.name for f in fields(SpectrogramConfig)}
+        used = SpectrogramConfig(
+            backend="numpy", **{k: v for k, v in spec.items() if k in known and k != "backend"}
+        )
+        report["calibration"] = _calibrate(args, out, accepted, used)
 
     if args.export_to is not None:
         args.export_to.mkdir(parents=True, exist_ok=True)

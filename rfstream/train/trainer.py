@@ -2,8 +2,10 @@
 
 Folds are grouped by recording (frames of one recording share its signals, so
 they never sit on both sides of a split). Each trained fold stops early when its
-validation F1 has not improved for ``patience`` epochs; its best epoch's weights
-are its result, and the best fold's weights are kept.
+validation F1 has not improved for ``patience`` epochs, but not before 70 % of its
+epochs (``MIN_EPOCH_FRACTION``: the one-cycle schedule's low learning rates come
+last, and a noisy validation F1 stopped the frame detector while they were still
+high); its best epoch's weights are its result, and the best fold's weights are kept.
 
 Frame detector: trained on random 512×512 windows of the frames (the net is fully
 convolutional; windows at multiples of 8 pixels keep the output grid aligned),
@@ -53,6 +55,7 @@ TRAIN_WINDOW = 512
 EPOCH_DECODER = {"mask_threshold": 0.5, "class_threshold": 0.35, "min_cells": 16, "score_threshold": 0.4}
 MATCH_IOU = 0.5
 THREADS = 2
+MIN_EPOCH_FRACTION = 0.7  # no early stop before this share of the epochs
 
 
 @dataclass
@@ -260,8 +263,11 @@ def _fold_setup(
 class _FoldTracker:
     """One fold's epoch log and early stopping: keeps the best weights by validation F1."""
 
-    def __init__(self, model_name: str, fold: int, patience: int, log_path: Path | None) -> None:
+    def __init__(
+        self, model_name: str, fold: int, patience: int, log_path: Path | None, min_epochs: int = 0
+    ) -> None:
         self.model_name, self.fold, self.patience, self.log_path = model_name, fold, patience, log_path
+        self.min_epochs = min_epochs
         self.best_f1, self.best_state, self.stale = -1.0, None, 0
         self.best_epoch, self.best_metrics = 0, {}
 
@@ -285,7 +291,7 @@ class _FoldTracker:
             self.best_epoch, self.best_metrics = epoch, metrics
             return False
         self.stale += 1
-        return self.stale >= self.patience
+        return self.stale >= self.patience and epoch >= self.min_epochs
 
     def finish(self, model: Any) -> dict[str, Any]:
         """Load the best weights back into ``model``; the fold's summary."""
@@ -316,7 +322,9 @@ def train_frame_detector(
         model, opt, sched, rng, steps_per_epoch = _fold_setup(
             lambda: FrameDetector(len(labels)), hp, len(train_idx), seed, fold
         )
-        tracker = _FoldTracker("frame_detector", fold, hp.patience, log_path)
+        tracker = _FoldTracker(
+            "frame_detector", fold, hp.patience, log_path, math.ceil(MIN_EPOCH_FRACTION * hp.epochs)
+        )
         for epoch in range(1, hp.epochs + 1):
             t0 = time.perf_counter()
             model.train()
@@ -451,7 +459,9 @@ def train_crop_classifier(
         model, opt, sched, rng, steps = _fold_setup(
             lambda: CropClassifier(len(labels)), hp, len(train_idx), seed, fold
         )
-        tracker = _FoldTracker("crop_classifier", fold, hp.patience, log_path)
+        tracker = _FoldTracker(
+            "crop_classifier", fold, hp.patience, log_path, math.ceil(MIN_EPOCH_FRACTION * hp.epochs)
+        )
         for epoch in range(1, hp.epochs + 1):
             t0 = time.perf_counter()
             model.train()
