@@ -167,3 +167,14 @@ def test_class_nms_mode_is_the_older_merge():
     cfg = load_config(overrides={"merge.mode": "class_nms"})
     stage = make_merge(cfg.merge)
     assert isinstance(stage, ClassNms) and stage.threshold == 0.0
+
+
+def test_sigmf_annotations_carry_the_fused_fields():
+    from rfstream.sinks.sigmf_annotations import detection_annotation
+
+    found = [det(100, 200, 0.0, 1.0, 0.8, "psk", "frame"), det(102, 198, 0.0, 1.0, 0.6, "fm", "classifier")]
+    (fused,) = Fuser(threshold=0.0).process(found)
+    a = detection_annotation(fused, 1000.0)
+    assert a["core:label"] == "psk" and a["rfstream:presence"] == pytest.approx(fused.presence)
+    assert set(a["rfstream:alternatives"]) == {"fm"} and "rfstream:group_id" not in a
+    assert "rfstream:presence" not in detection_annotation(found[0], 1000.0)  # not fused: as before

@@ -38,9 +38,8 @@ The fitted numbers (Platt maps, ``agreement_weight``, threshold, and the energy 
 calibration) live in one small JSON file, ``rfstream/models/fusion.json``, refitted by
 ``scripts/fit_fusion.py``; ``merge.fusion_file`` names another.
 
-Properties (tested): output independent of input order; no two output boxes overlap with
-IoU above ``cluster_iou``; one detector's boxes alone come out with the same boxes (no two of
-them overlapping) and a score that is a monotone function of the input score.
+Properties (tested with hypothesis): the output does not depend on the input's order, and no two
+output boxes overlap with IoU above ``cluster_iou`` (so none above 0.5: no duplicates).
 """
 
 from __future__ import annotations
