@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -132,6 +133,12 @@ def test_fitted_maps_and_threshold_come_from_the_fusion_file(tmp_path):
     cfg = load_config(overrides={"merge.fusion_file": str(path), "merge.threshold": "0.1"})
     assert make_merge(cfg.merge).threshold == 0.1
     assert merge_stage(cfg.merge) is merge_stage(cfg.merge)  # built once per settings
+    import os
+
+    path.write_text(dataclasses.replace(model, threshold=0.3).to_json())  # refitted in place
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    cfg = load_config(overrides={"merge.fusion_file": str(path)})
+    assert merge_stage(cfg.merge).threshold == 0.3  # read again at the next chunk
 
 
 def test_the_shipped_fusion_file_parses_and_has_a_threshold():
