@@ -201,6 +201,43 @@ def bench_rate(
     }
 
 
+def bench_paced(
+    cfg: Config, rate_hz: float, seconds: float, *, config_dir: Path | None = None, pipelined: bool = True
+) -> dict[str, Any]:
+    """A live run: the synthetic source paced at ``rate_hz`` for ``seconds``, shedding and degrading
+    as the daemon would; does the full detector set keep up, and with what arrival -> publish latency?"""
+    from rfstream.runner import assemble
+    from rfstream.sources.synth import SynthSource
+
+    cfg = replace(
+        cfg,
+        source=replace(cfg.source, kind="synth", sample_rate_hz=rate_hz, realtime=True),
+        publish=replace(cfg.publish, endpoint="", annotations=""),
+        runtime=replace(cfg.runtime, pipelined=pipelined),
+    )
+    n = max(1, round(seconds * 1e3 / cfg.source.chunk_ms))
+    source = _Limited(SynthSource(rate_hz, chunk_ms=cfg.source.chunk_ms, seed=7, realtime=True), n)
+    levels: list[int] = []
+    pipeline = assemble(cfg, source=source, lossless=False, config_dir=config_dir)
+    pipeline.on_result = lambda _r: levels.append(pipeline.metrics.degrade_level)
+    health = pipeline.run().health
+    c, lat = health["chunks"], health["latency_ms"].get("arrival_to_publish", {})
+    full = sum(1 for level in levels if level == 0)
+    return {
+        "sample_rate_hz": rate_hz,
+        "seconds": seconds,
+        "mode": "pipelined" if pipelined else "serial",
+        "chunks": c["received"],
+        "processed": c["processed"],
+        "late": c["late"],
+        "shed": c["shed"],
+        "degrade_steps_up": health["degrade"]["steps_up"],
+        "full_set_share": round(full / len(levels), 2) if levels else 0.0,  # chunks at level 0
+        "arrival_to_publish_ms": {k: lat[k] for k in ("p50", "p99") if k in lat},
+        "kept_up": bool(c["shed"] == 0 and health["degrade"]["steps_up"] == 0),
+    }
+
+
 def make_ci16_recording(path_base: Path, rate_hz: float, seconds: float, *, seed: int = 11) -> Path:
     """A SigMF ci16_le recording of the bench's synthetic signals (no checksum): its .sigmf-meta."""
     import json
@@ -446,11 +483,14 @@ def run_bench(
     replay_s: float = 0.0,
     replay_rate_hz: float = 20e6,
     config_path: str | None = None,
+    paced_s: float = 0.0,
+    paced_rate_hz: float = 20e6,
 ) -> dict[str, Any]:
     """Every rate through the pipeline in each of ``modes`` (alternating, so a busy spell hits
     both); with ``peers`` > 0 also the spectrogram peer rows and the per-stage CPU costs
     (``peers`` rounds each); with ``replay_s`` > 0 the whole-process replay of a generated
-    ci16 recording that long at ``replay_rate_hz``, in each mode."""
+    ci16 recording that long at ``replay_rate_hz``, in each mode; with ``paced_s`` > 0 a live
+    run paced at ``paced_rate_hz`` that long, in each mode (:func:`bench_paced`)."""
     from rfstream.runner import thread_budget
 
     load0 = os.getloadavg()
@@ -469,6 +509,11 @@ def run_bench(
         "runs": runs,
     }
     report["pipelined_vs_serial"] = _mode_ratios(runs)
+    if paced_s > 0:
+        report["paced"] = [
+            bench_paced(cfg, paced_rate_hz, paced_s, config_dir=config_dir, pipelined=m == "pipelined")
+            for m in modes
+        ]
     if replay_s > 0:
         report["replay"] = [
             bench_replay(config_path, replay_rate_hz, replay_s, pipelined=m == "pipelined") for m in modes
@@ -596,6 +641,17 @@ def format_table(report: dict[str, Any]) -> str:
         for r in report.get("replay", [])
     )
     if report.get("replay"):
+        lines.append("")
+    for r in report.get("paced", []):
+        lat = r["arrival_to_publish_ms"]
+        lines.append(
+            f"paced live run, {r['seconds']:g} s at {r['sample_rate_hz'] / 1e6:g} MS/s, {r['mode']}: "
+            f"{'kept up' if r['kept_up'] else 'did NOT keep up'} ({r['processed']} of {r['chunks']} chunks "
+            f"processed, {r['late']} late, {r['shed']} shed, {r['degrade_steps_up']} degrade steps up, full "
+            f"detector set on {r['full_set_share']:.0%} of chunks); arrival -> publish p50 "
+            f"{lat.get('p50', 0):.0f} ms, p99 {lat.get('p99', 0):.0f} ms"
+        )
+    if report.get("paced"):
         lines.append("")
     lines.extend(format_peers(report))
     lines.append(f"peak RSS {report['peak_rss_mib']} MiB")

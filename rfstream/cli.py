@@ -409,6 +409,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"--modes must name pipelined and/or serial, got {args.modes!r}")
     if not 0 <= args.replay_s <= 600:
         raise InputError(f"--replay-s must lie in [0, 600], got {args.replay_s:g}")
+    if not 0 <= args.paced_s <= 3600:
+        raise InputError(f"--paced-s must lie in [0, 3600], got {args.paced_s:g}")
     report = run_bench(
         cfg,
         rates,
@@ -419,6 +421,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         modes=modes,
         replay_s=args.replay_s,
         config_path=getattr(args, "config", None),
+        paced_s=args.paced_s,
     )
     print(json.dumps(report, indent=2) if args.json else report["table"])
     return 0
@@ -569,6 +572,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=finite_float,
         default=6.0,
         help="seconds of a generated 20 MS/s ci16 recording to replay as a whole process (0 = skip; default 6)",
+    )
+    p.add_argument(
+        "--paced-s",
+        type=finite_float,
+        default=10.0,
+        help="seconds of a live run paced at 20 MS/s, shedding and degrading as the daemon would "
+        "(0 = skip; default 10)",
     )
     p.add_argument("--json", action="store_true", help="JSON instead of a table")
     p.set_defaults(func=cmd_bench)

@@ -150,7 +150,7 @@ step engines 150 build_engines
 # 5. bench on the GPU backend with the engines -----------------------------------------------------
 bench() {
     RFSTREAM_MODEL_DIR="$WORK/models" RFSTREAM_SPECTROGRAM__BACKEND=cupy \
-        "$RFSTREAM" bench --rates "$RATES" --chunks "$CHUNKS" --replay-s 2 --json >"$WORK/bench.json" || return 1
+        "$RFSTREAM" bench --rates "$RATES" --chunks "$CHUNKS" --replay-s 2 --paced-s 5 --json >"$WORK/bench.json" || return 1
     "$PY" - "$WORK/bench.json" "$WORK/bench.txt" <<'EOF'
 import json, sys
 report = json.load(open(sys.argv[1]))

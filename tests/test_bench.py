@@ -78,6 +78,10 @@ def test_bench_json_carries_the_peer_rows(capsys, tmp_path, restore_logging):
             "50",
             "--peers",
             "1",
+            "--replay-s",
+            "0",
+            "--paced-s",
+            "0.5",
             "--json",
             "-q",
         ]
@@ -88,6 +92,11 @@ def test_bench_json_carries_the_peer_rows(capsys, tmp_path, restore_logging):
     assert [p["sample_rate_hz"] for p in report["spectrogram_peers"]] == [1e6]
     assert set(report["stage_cpu_ms"][0]) == {"sample_rate_hz", "spectrogram", "detector.energy"}
     assert "spectrogram vs peers" in report["table"]
+    assert "replay" not in report
+    for row in report["paced"]:  # a live run paced at 20 MS/s, shedding and degrading as the daemon does
+        assert row["chunks"] == row["processed"] + row["shed"] >= 2
+        assert set(row) >= {"kept_up", "late", "degrade_steps_up", "full_set_share", "arrival_to_publish_ms"}
+        assert f"{row['mode']}: {'kept up' if row['kept_up'] else 'did NOT keep up'}" in report["table"]
 
 
 def test_bench_without_peers_and_a_bad_count(capsys, restore_logging):

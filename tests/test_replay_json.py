@@ -24,7 +24,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_json_lines_are_the_annotate_detections(tmp_path):
-    meta = synthesize(tmp_path / "cap", sample_rate_hz=1e6, duration_s=0.4, seed=6)
+    # strong signals, so that some pass the publish gate whatever the shipped models are
+    meta = synthesize(
+        tmp_path / "cap", sample_rate_hz=1e6, duration_s=0.4, seed=6, snr_db_range=(20.0, 30.0), num_signals=4
+    )
     out = tmp_path / "dets.sigmf-meta"
     proc = run("replay", str(meta), "--no-publish", "-F", "json", "--annotate", str(out))
     assert proc.returncode == 0, proc.stderr
