@@ -38,9 +38,8 @@ The fitted numbers (Platt maps, ``agreement_weight``, threshold, and the energy 
 calibration) live in one small JSON file, ``rfstream/models/fusion.json``, refitted by
 ``scripts/fit_fusion.py``; ``merge.fusion_file`` names another.
 
-Properties (tested): output independent of input order; no two output boxes overlap with
-IoU above ``cluster_iou``; one detector's boxes alone come out with the same boxes (no two of
-them overlapping) and a score that is a monotone function of the input score.
+Properties (tested with hypothesis): the output does not depend on the input's order, and no two
+output boxes overlap with IoU above ``cluster_iou`` (so none above 0.5: no duplicates).
 """
 
 from __future__ import annotations
@@ -369,11 +368,23 @@ def make_merge(merge_cfg: Any) -> Fuser | ClassNms:
     )
 
 
-@functools.lru_cache(maxsize=4)
 def merge_stage(merge_cfg: Any) -> Fuser | ClassNms:
-    """:func:`make_merge`, built once per distinct (frozen, hashable) ``[merge]`` settings.
+    """:func:`make_merge`, built once per distinct (frozen, hashable) ``[merge]`` settings and
+    version of the fusion file.
 
     The pipeline calls this per chunk with its current settings, so a SIGHUP reload that changes
-    ``[merge]`` takes effect at the next chunk without the pipeline holding the stage itself.
+    ``[merge]``, or a refitted fusion file (``scripts/fit_fusion.py``), takes effect at the next chunk
+    without the pipeline holding the stage itself. One ``stat`` per chunk.
     """
+    path = Path(merge_cfg.fusion_file) if merge_cfg.fusion_file else SHIPPED_FUSION
+    try:
+        version = path.stat().st_mtime_ns
+    except OSError:
+        version = -1
+    return _merge_stage(merge_cfg, version)
+
+
+@functools.lru_cache(maxsize=4)
+def _merge_stage(merge_cfg: Any, version: int) -> Fuser | ClassNms:
+    del version  # part of the key only
     return make_merge(merge_cfg)
