@@ -269,12 +269,15 @@ class Daemon:
                 self.notifier.stopping()
                 assert self.pipeline is not None
                 self.pipeline.stop()
-            if not self._ready and self._handled and not stopping:
-                self._ready = True
-                self.notifier.ready(status=self.status_line())
-                log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
-            if not stopping:
-                self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
+            try:  # whatever fails here, this thread must live on: it is the only one reading signals
+                if not self._ready and self._handled and not stopping:
+                    self._ready = True
+                    self.notifier.ready(status=self.status_line())
+                    log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
+                if not stopping:
+                    self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
+            except Exception as exc:
+                log.error("control thread: a check failed; going on", error=f"{type(exc).__name__}: {exc}")
             busy = self._reloader is not None and self._reloader.is_alive()
             if self._reload_requested and not stopping and not busy:
                 self._reload_requested = False
@@ -293,6 +296,7 @@ class Daemon:
             self._inbox.poke(POKE)  # a SIGHUP that came during this reload starts the next one
 
     def _reload(self) -> None:
+        from rfstream.detect.fuse import merge_stage
         from rfstream.runner import build_detectors
 
         assert self.pipeline is not None
@@ -301,6 +305,7 @@ class Daemon:
             return
         try:
             new = replace_config(load_config(self.config_path), **self._pinned)
+            merge_stage(new.merge)  # a [merge] that cannot be built is refused here, not mid-stream
             detectors = build_detectors(new, self._config_dir())
         except RfstreamError as exc:
             self.metrics.count("reload_failures")

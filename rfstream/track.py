@@ -6,10 +6,11 @@ Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.
   join a live track, whatever the two labels, when
   (a) it starts no later than ``max_gap_s`` after the track was last seen; and
   (b) its frequency interval overlaps the track's, each widened by the tolerance
-  (``freq_tolerance_hz``, or 10 % of the wider of the two bandwidths when that is 0).
-  Labels do not gate association: fusion publishes one box per signal with its best label, and
-  a burst cut by a chunk boundary may be voted ``psk`` in one chunk and ``fsk`` in the next (a
-  short tail looks different); it is still one signal, so it keeps one id.
+  (``freq_tolerance_hz``, or 10 % of the wider of the two bandwidths when that is 0); and
+  (c) where the two labels differ (neither ``unknown``), the widened intervals' IoU is at least
+  0.5. A burst cut by a chunk boundary may be voted ``psk`` in one chunk and ``fsk`` in the next
+  (a short tail looks different) on the same band: one signal, one id. A tone inside an OFDM
+  band is another signal: its band is far narrower, so it does not join.
 - **Label**: the score-weighted vote of the track's detections (``unknown`` votes only while no
   labelled detection has joined); ties go to the label seen first.
   Of the candidates it joins the one with the largest frequency IoU (of the widened
@@ -49,6 +50,8 @@ from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
 __all__ = ["Tracker"]
 
 _ANY = "unknown"
+# A detection with another label joins a track only if their bands match this well (widened IoU).
+_RELABEL_IOU = 0.5
 
 
 @dataclass(slots=True)
@@ -106,7 +109,10 @@ class Tracker:
         inter = min(hi_t, hi_d) - max(lo_t, lo_d)
         if inter <= 0:
             return -1.0
-        return inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
+        iou = inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
+        if iou < _RELABEL_IOU and track.label != det.label and _ANY not in (track.label, det.label):
+            return -1.0  # another label on a band this different: another signal (a tone on an OFDM band)
+        return iou
 
     def _join(self, track: _Live, det: Detection) -> None:
         keep = self._keep

@@ -185,3 +185,43 @@ def test_sigmf_annotations_carry_the_fused_fields():
     assert a["core:label"] == "psk" and a["rfstream:presence"] == pytest.approx(fused.presence)
     assert set(a["rfstream:alternatives"]) == {"fm"} and "rfstream:group_id" not in a
     assert "rfstream:presence" not in detection_annotation(found[0], 1000.0)  # not fused: as before
+
+
+def test_a_fusion_file_that_goes_bad_while_running_keeps_the_last_good_stage(tmp_path):
+    import os
+
+    path = tmp_path / "fusion.json"
+    path.write_text(FusionModel(threshold=0.4).to_json())
+    cfg = load_config(overrides={"merge.fusion_file": str(path)})
+    good = merge_stage(cfg.merge)
+    path.write_text('{"form": "half-writ')  # a refit caught half-way, or a hand edit
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert merge_stage(cfg.merge) is good  # the stream goes on with what it had
+
+
+def test_a_bad_fusion_file_fails_the_start_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from rfstream.sources.synth import synthesize
+
+    meta = synthesize(tmp_path / "cap", sample_rate_hz=1e6, duration_s=0.2, seed=1)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rfstream",
+            "replay",
+            str(meta),
+            "--no-publish",
+            "--set",
+            f"merge.fusion_file={tmp_path / 'missing.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("rfstream: error:") and "merge.fusion_file" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and "first chunk" not in proc.stderr

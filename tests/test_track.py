@@ -101,6 +101,20 @@ def test_a_label_that_changes_keeps_one_track_and_the_vote_decides():
     assert [(e.track.track_id, e.track.label) for e in events if e.kind == "update"] == [(1, "fsk")]
 
 
+def test_a_narrow_signal_of_another_label_inside_a_wide_one_is_another_track():
+    tr = Tracker(TrackerConfig(confirm_hits=1))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 0, 1000, label="ofdm", score=0.9)])
+    f1 = frame(1)
+    events = tr.update(f1, [det(f1, 0, 1000, label="ofdm", score=0.9), det(f1, 500, 502, label="tone")])
+    assert sorted((e.kind, e.track.track_id, e.track.label) for e in events) == [
+        ("start", 2, "tone"),
+        ("update", 1, "ofdm"),
+    ]
+    (ofdm,) = [t for t in tr.tracks() if t.track_id == 1]
+    assert ofdm.f_high_hz - ofdm.f_low_hz > 0.9 * det(f1, 0, 1000).bandwidth_hz  # not dragged to the tone
+
+
 def test_stream_gap_ends_tracks_by_time():
     tr = Tracker(TrackerConfig(max_gap_s=0.5))
     f0 = frame(0)

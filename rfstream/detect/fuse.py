@@ -52,10 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from rfstream.detect.calibration import IDENTITY, CalibrationError, Logistic, platt
 from rfstream.detect.nms import WILDCARD_LABEL, _nms
+from rfstream.errors import ConfigError
 from rfstream.types import Detection
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "SHIPPED_FUSION",
@@ -135,7 +139,6 @@ def load_fusion(path: str | Path = "") -> FusionModel:
     A named file that cannot be read or parsed raises :class:`rfstream.errors.ConfigError`
     naming ``merge.fusion_file``.
     """
-    from rfstream.errors import ConfigError
 
     p = Path(path) if path else SHIPPED_FUSION
     try:
@@ -282,7 +285,10 @@ class Fuser:
         presence = float(platt(m.presence, ev.presence_raw))
         if ev.shares:
             label = ev.shares[0][0]
-            probs = [(lbl, float(platt(m.score, presence * share))) for lbl, share in ev.shares]
+            # a label's probability never exceeds the probability that a signal is there at all
+            probs = [
+                (lbl, min(presence, float(platt(m.score, presence * share)))) for lbl, share in ev.shares
+            ]
         else:
             # no detector labelled it: the score is the probability that a signal is there
             label, probs = WILDCARD_LABEL, [(WILDCARD_LABEL, presence)]
@@ -381,7 +387,24 @@ def merge_stage(merge_cfg: Any) -> Fuser | ClassNms:
         version = path.stat().st_mtime_ns
     except OSError:
         version = -1
-    return _merge_stage(merge_cfg, version)
+    try:
+        stage = _merge_stage(merge_cfg, version)
+    except ConfigError as exc:
+        # A fusion file that went bad while running (deleted, half-written, edited by hand): the
+        # stream goes on with the last stage that was good for these settings, and says so once.
+        good = _last_good.get(merge_cfg)
+        if good is None:
+            raise
+        if _warned.get(merge_cfg) != version:
+            _warned[merge_cfg] = version
+            log.error("fusion file unusable; keeping the one loaded before", error=str(exc))
+        return good
+    _last_good[merge_cfg] = stage
+    return stage
+
+
+_last_good: dict[Any, Fuser | ClassNms] = {}
+_warned: dict[Any, int] = {}
 
 
 @functools.lru_cache(maxsize=4)
