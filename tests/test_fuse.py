@@ -225,3 +225,13 @@ def test_a_bad_fusion_file_fails_the_start_in_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("rfstream: error:") and "merge.fusion_file" in lines[-1], proc.stderr
     assert "Traceback" not in proc.stderr and "first chunk" not in proc.stderr
+
+
+def test_a_relative_fusion_file_in_a_config_file_lives_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "fusion.json").write_text(FusionModel(threshold=0.55).to_json())
+    conf = tmp_path / "etc" / "rfstream.toml"
+    conf.write_text('[merge]\nfusion_file = "fusion.json"\n')
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    cfg = load_config(conf)
+    assert make_merge(cfg.merge).threshold == 0.55
