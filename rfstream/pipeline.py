@@ -244,11 +244,23 @@ class Pipeline:
             self.source.close()
             for thread in self._threads:
                 thread.join(timeout=2.0)
+            stuck = [t.name for t in self._threads if t.is_alive()]
+            if stuck:  # a stage inside a long call (a slow detector): give it a last chance
+                for thread in self._threads:
+                    thread.join(timeout=10.0)
+                stuck = [t.name for t in self._threads if t.is_alive()]
+            if stuck:
+                # Closing what a running stage still uses would crash it mid-call; the process is
+                # ending anyway, so leave those to it, and say so.
+                log.error(
+                    "stages still running at the end of the run; not closing what they use", stages=stuck
+                )
             self._finish_tracks()
             self._emit_health(force=True)
             close_error = self._close_sinks()
-            self.fanout.close()
-            self.spectrogram.close()  # its worker threads
+            if not stuck:
+                self.fanout.close()
+                self.spectrogram.close()  # its worker threads
             with self._pending_lock:
                 pending, self._pending = self._pending, None
             if pending is not None:
