@@ -234,7 +234,7 @@ def bench_paced(
         "degrade_steps_up": health["degrade"]["steps_up"],
         "full_set_share": round(full / len(levels), 2) if levels else 0.0,  # chunks at level 0
         "arrival_to_publish_ms": {k: lat[k] for k in ("p50", "p99") if k in lat},
-        "kept_up": bool(c["shed"] == 0 and health["degrade"]["steps_up"] == 0),
+        "kept_up": bool(c["shed"] == 0 and c["late"] == 0 and health["degrade"]["steps_up"] == 0),
     }
 
 

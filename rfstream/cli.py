@@ -243,6 +243,8 @@ _RUN_FLAG_KINDS = {
     "loop": ("sigmf", "raw"),
     "device_args": ("soapy",),
     "gain": ("soapy",),
+    "rate": ("soapy", "raw", "synth"),  # a SigMF recording carries its own
+    "freq": ("soapy", "raw", "synth"),
 }
 
 

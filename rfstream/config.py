@@ -492,7 +492,12 @@ def load_config(
     if path is None and environ.get("RFSTREAM_CONFIG"):
         path = environ["RFSTREAM_CONFIG"]
     if path is not None:
-        tree = _merge(tree, read_toml(path))
+        file_tree = read_toml(path)
+        merge = file_tree.get("merge")
+        if isinstance(merge, dict) and isinstance(merge.get("fusion_file"), str) and merge["fusion_file"]:
+            # a file named in a config file lives beside it (under systemd the working folder is /)
+            merge["fusion_file"] = str(Path(path).parent / os.path.expanduser(merge["fusion_file"]))
+        tree = _merge(tree, file_tree)
     tree = _merge(tree, _env_layer(environ))
     for dotted, value in (overrides or {}).items():
         if "detectors" not in tree and dotted.startswith("detectors."):

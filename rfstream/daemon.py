@@ -17,8 +17,8 @@ One :class:`Daemon` owns a run from start to exit::
   file keeps the running config and logs why in one line; changes that need a
   restart (source, spectrogram, publish, tracker, most of runtime) are logged.
 - Fatal trouble (no device, endpoint in use, model missing, bad config) ends
-  the run with one log line, one ``rfstream: error:`` line on stderr (the CLI)
-  and a non-zero exit, so systemd restarts the unit.
+  the run with one ``rfstream: error:`` line on stderr (the CLI; with JSON logs
+  also one ``fatal`` record) and a non-zero exit, so systemd restarts the unit.
 
 Signal handlers do nothing but leave a byte in a pipe (rfstream.runtime.signals):
 they never take a lock, so a burst of signals cannot deadlock the thread they
@@ -68,12 +68,17 @@ def run_daemon(
 ) -> int:
     """Run until the source ends or a signal stops it; 0 on a clean stop (the CLI's ``run``).
 
-    A FatalError is logged in one line and raised on for the CLI to print and exit with.
+    A FatalError is raised on for the CLI to print and exit with; with JSON logs (journald, a log
+    shipper) it is also logged as one structured ``fatal`` record. On a console that record would
+    only repeat the CLI's ``rfstream: error:`` line, so an error stays one line there.
     """
     try:
         Daemon(cfg, config_path=config_path, sink_factories=sink_factories, notifier=notifier).run()
     except FatalError as exc:
-        log.error("fatal", error=str(exc), kind=type(exc).__name__)
+        from rfstream.runtime.logging import resolve_format
+
+        if resolve_format(cfg.runtime.log_format) == "json":
+            log.error("fatal", error=str(exc), kind=type(exc).__name__)
         raise
     return 0
 
@@ -264,12 +269,15 @@ class Daemon:
                 self.notifier.stopping()
                 assert self.pipeline is not None
                 self.pipeline.stop()
-            if not self._ready and self._handled and not stopping:
-                self._ready = True
-                self.notifier.ready(status=self.status_line())
-                log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
-            if not stopping:
-                self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
+            try:  # whatever fails here, this thread must live on: it is the only one reading signals
+                if not self._ready and self._handled and not stopping:
+                    self._ready = True
+                    self.notifier.ready(status=self.status_line())
+                    log.info("ready", first_chunk_after_s=round(time.monotonic() - self.metrics.started, 3))
+                if not stopping:
+                    self._shed_watch.check()  # a window that shed more than 1 %: a warning naming the cause
+            except Exception as exc:
+                log.error("control thread: a check failed; going on", error=f"{type(exc).__name__}: {exc}")
             busy = self._reloader is not None and self._reloader.is_alive()
             if self._reload_requested and not stopping and not busy:
                 self._reload_requested = False
@@ -288,6 +296,7 @@ class Daemon:
             self._inbox.poke(POKE)  # a SIGHUP that came during this reload starts the next one
 
     def _reload(self) -> None:
+        from rfstream.detect.fuse import merge_stage
         from rfstream.runner import build_detectors
 
         assert self.pipeline is not None
@@ -296,6 +305,7 @@ class Daemon:
             return
         try:
             new = replace_config(load_config(self.config_path), **self._pinned)
+            merge_stage(new.merge)  # a [merge] that cannot be built is refused here, not mid-stream
             detectors = build_detectors(new, self._config_dir())
         except RfstreamError as exc:
             self.metrics.count("reload_failures")

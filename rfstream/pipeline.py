@@ -178,6 +178,9 @@ class Pipeline:
         self._skips_spectrogram = False  # level 2 is in effect on a sink that publishes spectrograms
         self._pending: tuple[Config, FanOut] | None = None  # a reload, applied at a chunk boundary
         self._pending_lock = threading.Lock()
+        # The degrade state and the fan-out it acts on change from two stages (publish observes and
+        # steps the level; detect swaps the fan-out on a reload): one lock for both.
+        self._degrade_lock = threading.RLock()
         self._stop_at: float | None = None  # monotonic time after which queued chunks are shed
         self.shutdown_budget_s = 1.0  # how long chunks already queued may still be processed at stop
 
@@ -241,11 +244,23 @@ class Pipeline:
             self.source.close()
             for thread in self._threads:
                 thread.join(timeout=2.0)
+            stuck = [t.name for t in self._threads if t.is_alive()]
+            if stuck:  # a stage inside a long call (a slow detector): give it a last chance
+                for thread in self._threads:
+                    thread.join(timeout=10.0)
+                stuck = [t.name for t in self._threads if t.is_alive()]
+            if stuck:
+                # Closing what a running stage still uses would crash it mid-call; the process is
+                # ending anyway, so leave those to it, and say so.
+                log.error(
+                    "stages still running at the end of the run; not closing what they use", stages=stuck
+                )
             self._finish_tracks()
             self._emit_health(force=True)
             close_error = self._close_sinks()
-            self.fanout.close()
-            self.spectrogram.close()  # its worker threads
+            if not stuck:
+                self.fanout.close()
+                self.spectrogram.close()  # its worker threads
             with self._pending_lock:
                 pending, self._pending = self._pending, None
             if pending is not None:
@@ -520,9 +535,10 @@ class Pipeline:
             m.count("spectrogram_skipped")
         if self.degrade is not None:
             # the cost includes publishing: skipping the spectrogram (level 2) must show in it
-            level = self.degrade.observe(busy_s, chunk.duration_s, late=late)
-            if level is not None:
-                self._set_degrade(level)
+            with self._degrade_lock:
+                level = self.degrade.observe(busy_s, chunk.duration_s, late=late)
+                if level is not None:
+                    self._set_degrade(level)
         if self.heartbeat is not None:
             self.heartbeat()
 
@@ -590,15 +606,16 @@ class Pipeline:
         if pending is None:
             return
         cfg, fanout = pending
-        old, self.fanout, self.cfg = self.fanout, fanout, cfg
+        with self._degrade_lock:
+            old, self.fanout, self.cfg = self.fanout, fanout, cfg
+            level_before = self.metrics.degrade_level
+            if self.degrade is not None:  # the new detector set degrades alike; a level it lacks steps down
+                level = self.degrade.set_levels(self._degrade_levels())
+                if level != level_before:
+                    self._set_degrade(level)
+                else:
+                    self._apply_degrade(level)
         old.close()
-        level_before = self.metrics.degrade_level
-        if self.degrade is not None:  # the new detector set degrades alike; a level it lacks steps down
-            level = self.degrade.set_levels(self._degrade_levels())
-            if level != level_before:
-                self._set_degrade(level)
-            else:
-                self._apply_degrade(level)
         self.metrics.count("reloads")
         log.info("detectors reloaded", detectors=list(self.fanout.enabled), degrade_level=level_before)
 

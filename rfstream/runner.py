@@ -157,6 +157,9 @@ def assemble(
     metrics = metrics or Metrics()
     check_publish_security(cfg.publish)
     blas_set_by = limit_blas(cfg.runtime.blas_threads or 1)  # before anything below imports NumPy
+    from rfstream.detect.fuse import merge_stage
+
+    merge_stage(cfg.merge)  # a bad [merge] (an unreadable fusion file) fails now, not at the first chunk
     live_device = source is None and cfg.source.kind == "soapy"
     opened = _Opened(list(sinks))
     done = False

@@ -3,12 +3,16 @@
 Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.t1_s``):
 
 - **Association.** Detections are taken in time order (then frequency). A detection may
-  join a live track when
-  (a) the labels agree, ``"unknown"`` matching any label (the energy detector does not
-  classify; a labelled detection joining an unknown track gives the track its label);
-  (b) it starts no later than ``max_gap_s`` after the track was last seen; and
-  (c) its frequency interval overlaps the track's, each widened by the tolerance
-  (``freq_tolerance_hz``, or 10 % of the wider of the two bandwidths when that is 0).
+  join a live track, whatever the two labels, when
+  (a) it starts no later than ``max_gap_s`` after the track was last seen; and
+  (b) its frequency interval overlaps the track's, each widened by the tolerance
+  (``freq_tolerance_hz``, or 10 % of the wider of the two bandwidths when that is 0); and
+  (c) where the two labels differ (neither ``unknown``), the widened intervals' IoU is at least
+  0.5. A burst cut by a chunk boundary may be voted ``psk`` in one chunk and ``fsk`` in the next
+  (a short tail looks different) on the same band: one signal, one id. A tone inside an OFDM
+  band is another signal: its band is far narrower, so it does not join.
+- **Label**: the score-weighted vote of the track's detections (``unknown`` votes only while no
+  labelled detection has joined); ties go to the label seen first.
   Of the candidates it joins the one with the largest frequency IoU (of the widened
   intervals), ties to the older track. So a signal continuing across a chunk
   boundary keeps its track, and a hopping signal's bursts on different frequencies
@@ -38,7 +42,7 @@ Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rfstream.config import TrackerConfig
 from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
@@ -46,6 +50,8 @@ from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
 __all__ = ["Tracker"]
 
 _ANY = "unknown"
+# A detection with another label joins a track only if their bands match this well (widened IoU).
+_RELABEL_IOU = 0.5
 
 
 @dataclass(slots=True)
@@ -61,6 +67,7 @@ class _Live:
     hits: int
     score: float
     state: TrackState
+    votes: dict[str, float] = field(default_factory=dict)  # label -> summed detection scores
 
     def snapshot(self, state: TrackState | None = None) -> Track:
         return Track(
@@ -94,8 +101,6 @@ class Tracker:
 
     def _affinity(self, track: _Live, det: Detection) -> float:
         """Frequency IoU of the widened intervals; < 0 when the detection may not join."""
-        if track.label != det.label and _ANY not in (track.label, det.label):
-            return -1.0
         if det.t_start_s - track.last_seen_s > self.cfg.max_gap_s:
             return -1.0
         tol = self._tolerance(track.f_high_hz - track.f_low_hz, det.bandwidth_hz)
@@ -104,7 +109,10 @@ class Tracker:
         inter = min(hi_t, hi_d) - max(lo_t, lo_d)
         if inter <= 0:
             return -1.0
-        return inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
+        iou = inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
+        if iou < _RELABEL_IOU and track.label != det.label and _ANY not in (track.label, det.label):
+            return -1.0  # another label on a band this different: another signal (a tone on an OFDM band)
+        return iou
 
     def _join(self, track: _Live, det: Detection) -> None:
         keep = self._keep
@@ -114,8 +122,7 @@ class Tracker:
         track.last_seen_s = max(track.last_seen_s, det.t_stop_s)
         track.hits += 1
         track.score = max(track.score, det.score)
-        if track.label == _ANY and det.label != _ANY:
-            track.label = det.label
+        _vote(track, det)
         if track.hits >= self.cfg.confirm_hits:
             track.state = "confirmed"
 
@@ -145,6 +152,7 @@ class Tracker:
                     score=det.score,
                     state="confirmed" if self.cfg.confirm_hits <= 1 else "tentative",
                 )
+                _vote(best, det)
                 self._live[best.track_id] = best
                 self._next_id += 1
                 started.add(best.track_id)
@@ -180,6 +188,15 @@ class Tracker:
     def tracks(self) -> list[Track]:
         """Snapshots of the live tracks, by id (for a late subscriber)."""
         return [t.snapshot() for t in self._live.values()]
+
+
+def _vote(track: _Live, det: Detection) -> None:
+    """Add a detection's score to its label's vote; the track's label is the vote's winner."""
+    track.votes[det.label] = track.votes.get(det.label, 0.0) + max(det.score, 1e-9)
+    labelled = {k: v for k, v in track.votes.items() if k != _ANY}
+    pool = labelled or track.votes
+    # max() keeps the first of equal votes, and dicts keep insertion order: ties go to the first seen
+    track.label = max(pool, key=lambda k: pool[k])
 
 
 def _by_train(detections: Sequence[Detection]) -> list[Detection]:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import tempfile
 import time
@@ -290,7 +291,11 @@ def main(argv: list[str] | None = None) -> int:
             "platt_features": list(PLATT_FEATURES),
         },
     )
-    Path(args.out).write_text(model.to_json(), encoding="utf-8")
+    # a temp file renamed over the old one: a running daemon never reads a half-written file
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp.write_text(model.to_json(), encoding="utf-8")
+    os.replace(tmp, out)
     print(model.to_json())
     print(f"wrote {args.out} ({time.monotonic() - started:.0f} s; recordings in {work})", file=sys.stderr)
     return 0

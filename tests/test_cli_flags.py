@@ -10,7 +10,7 @@ import time
 
 import msgpack
 import zmq
-from test_cli import ROOT
+from test_cli import ROOT, assert_clean_error, rfstream
 
 
 def _port() -> int:
@@ -53,3 +53,12 @@ def test_demo_endpoint_publishes_what_the_demo_detects(tmp_path):
     published = sum(len(m["detections"]) for m in dets)
     said = next(line for line in stdout.splitlines() if line.startswith("3/4 "))
     assert said.startswith(f"3/4 {published} detections in 5 chunks"), (said, published)
+
+
+def test_run_refuses_rate_and_freq_a_sigmf_source_would_ignore(tmp_path):
+    from rfstream.sources.synth import synthesize
+
+    meta = synthesize(tmp_path / "cap", sample_rate_hz=1e6, duration_s=0.2, seed=1)
+    for flag, value in (("--rate", "2e6"), ("--freq", "100e6")):
+        proc = rfstream("run", "--source", "sigmf", "--path", str(meta), flag, value, "--endpoint", "")
+        assert_clean_error(proc, flag, "source.kind")

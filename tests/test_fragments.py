@@ -116,3 +116,15 @@ def test_grouping_is_order_independent():
         det(20 * MHZ, 20.5 * MHZ, 0.01 + 0.003 * k, 0.012 + 0.003 * k, 0.7, "fsk", "frame") for k in range(3)
     ]
     assert spans(group_fragments(pieces)) == spans(group_fragments(list(reversed(pieces))))
+
+
+def test_the_tones_of_one_packet_inside_its_box_are_one_box():
+    """An OOK/FSK packet as an RTL-SDR shows it (rtl_433 Sensible Living): two spectral lines, each boxed
+    by the energy detector, inside the frame detector's box of the packet: one signal. A single line on
+    a wide signal is not enough to call them one (the narrow-on-wide test above)."""
+    packet = det(-18.1e3, 16.6e3, 0.389, 0.487, 0.61, "psk", "frame")
+    low = det(-18.3e3, -17.1e3, 0.389, 0.478, 0.75, "ook", "classifier")
+    high = det(4.4e3, 7.3e3, 0.389, 0.487, 0.88, "ook", "classifier")
+    (one,) = group_fragments([packet, low, high])
+    assert (one.f_low_hz, one.f_high_hz) == (-18.3e3, 16.6e3) and one.label == "ook"
+    assert set(one.found_by) == {"frame", "classifier"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -132,6 +133,12 @@ def test_fitted_maps_and_threshold_come_from_the_fusion_file(tmp_path):
     cfg = load_config(overrides={"merge.fusion_file": str(path), "merge.threshold": "0.1"})
     assert make_merge(cfg.merge).threshold == 0.1
     assert merge_stage(cfg.merge) is merge_stage(cfg.merge)  # built once per settings
+    import os
+
+    path.write_text(dataclasses.replace(model, threshold=0.3).to_json())  # refitted in place
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    cfg = load_config(overrides={"merge.fusion_file": str(path)})
+    assert merge_stage(cfg.merge).threshold == 0.3  # read again at the next chunk
 
 
 def test_the_shipped_fusion_file_parses_and_has_a_threshold():
@@ -167,3 +174,64 @@ def test_class_nms_mode_is_the_older_merge():
     cfg = load_config(overrides={"merge.mode": "class_nms"})
     stage = make_merge(cfg.merge)
     assert isinstance(stage, ClassNms) and stage.threshold == 0.0
+
+
+def test_sigmf_annotations_carry_the_fused_fields():
+    from rfstream.sinks.sigmf_annotations import detection_annotation
+
+    found = [det(100, 200, 0.0, 1.0, 0.8, "psk", "frame"), det(102, 198, 0.0, 1.0, 0.6, "fm", "classifier")]
+    (fused,) = Fuser(threshold=0.0).process(found)
+    a = detection_annotation(fused, 1000.0)
+    assert a["core:label"] == "psk" and a["rfstream:presence"] == pytest.approx(fused.presence)
+    assert set(a["rfstream:alternatives"]) == {"fm"} and "rfstream:group_id" not in a
+    assert "rfstream:presence" not in detection_annotation(found[0], 1000.0)  # not fused: as before
+
+
+def test_a_fusion_file_that_goes_bad_while_running_keeps_the_last_good_stage(tmp_path):
+    import os
+
+    path = tmp_path / "fusion.json"
+    path.write_text(FusionModel(threshold=0.4).to_json())
+    cfg = load_config(overrides={"merge.fusion_file": str(path)})
+    good = merge_stage(cfg.merge)
+    path.write_text('{"form": "half-writ')  # a refit caught half-way, or a hand edit
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    assert merge_stage(cfg.merge) is good  # the stream goes on with what it had
+
+
+def test_a_bad_fusion_file_fails_the_start_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from rfstream.sources.synth import synthesize
+
+    meta = synthesize(tmp_path / "cap", sample_rate_hz=1e6, duration_s=0.2, seed=1)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rfstream",
+            "replay",
+            str(meta),
+            "--no-publish",
+            "--set",
+            f"merge.fusion_file={tmp_path / 'missing.json'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("rfstream: error:") and "merge.fusion_file" in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr and "first chunk" not in proc.stderr
+
+
+def test_a_relative_fusion_file_in_a_config_file_lives_beside_it(tmp_path, monkeypatch):
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "fusion.json").write_text(FusionModel(threshold=0.55).to_json())
+    conf = tmp_path / "etc" / "rfstream.toml"
+    conf.write_text('[merge]\nfusion_file = "fusion.json"\n')
+    monkeypatch.chdir(tmp_path)  # not the config's folder
+    cfg = load_config(conf)
+    assert make_merge(cfg.merge).threshold == 0.55

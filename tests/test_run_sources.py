@@ -74,10 +74,10 @@ def _helper(*args: str, sleep_s: float, tmp: Path, timeout: float = 120) -> subp
 
 # --- choosing the source ------------------------------------------------------------------------
 def test_run_without_a_source_names_the_settings_and_the_flags(tmp_path):
-    proc = rfstream("run", "--endpoint", "", cwd=tmp_path)
+    proc = rfstream("run", "--endpoint", "", "--log-format", "json", cwd=tmp_path)
     last = assert_clean_error(proc, 'source.kind is "sigmf"', "source.path is empty", "--path", "--source")
     assert "sigmf|raw|synth|soapy" in last
-    assert "fatal" not in proc.stderr  # refused before the daemon opened anything
+    assert "fatal" not in proc.stderr and "started" not in proc.stderr  # refused before the daemon ran
 
 
 @pytest.mark.parametrize(
@@ -94,6 +94,12 @@ def test_run_without_a_source_names_the_settings_and_the_flags(tmp_path):
 )
 def test_a_flag_the_chosen_source_would_ignore_is_refused(tmp_path, argv, needles):
     assert_clean_error(rfstream("run", "--endpoint", "", *argv, cwd=tmp_path), *needles)
+
+
+def test_a_fatal_start_is_one_line_on_a_console(tmp_path):
+    proc = rfstream("run", "--path", str(tmp_path / "missing.sigmf-meta"), "--endpoint", "", cwd=tmp_path)
+    assert_clean_error(proc, "missing.sigmf-meta")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no console "fatal" record repeating it
 
 
 def test_the_raw_file_hint_names_only_flags_the_verb_has(tmp_path):

@@ -81,19 +81,38 @@ def test_simultaneous_signals_and_hopping_bursts_are_separate_tracks():
     assert got == {1: ("update", 2), 2: ("update", 2), 3: ("start", 2), 4: ("start", 1)}
 
 
-def test_labels_must_agree_unless_unknown():
+def test_a_label_that_changes_keeps_one_track_and_the_vote_decides():
+    """A burst cut by a chunk boundary may be voted psk in one chunk and fsk in the next: one signal,
+    one id, its label the score-weighted vote; an unlabelled detection never outvotes a label."""
     tr = Tracker(TrackerConfig(confirm_hits=2))
     f0 = frame(0)
-    tr.update(f0, [det(f0, 100, 200, label="fm"), det(f0, 400, 500, label="unknown")])
+    tr.update(f0, [det(f0, 100, 200, label="psk", score=0.9), det(f0, 400, 500, label="unknown", score=0.9)])
     f1 = frame(1)
     events = tr.update(
         f1,
-        [det(f1, 100, 200, label="psk"), det(f1, 400, 500, label="ofdm"), det(f1, 100, 200, label="unknown")],
+        [det(f1, 100, 200, label="fsk", score=0.5), det(f1, 400, 500, label="ofdm", score=0.3)],
     )
     by_id = {e.track.track_id: e for e in events}
-    assert by_id[1].kind == "update" and by_id[1].track.label == "fm"  # the unknown one joined fm
-    assert by_id[2].kind == "update" and by_id[2].track.label == "ofdm"  # unknown track takes a label
-    assert by_id[3].kind == "start" and by_id[3].track.label == "psk"
+    assert set(by_id) == {1, 2}  # no new track for a label that changed
+    assert by_id[1].kind == "update" and by_id[1].track.label == "psk"  # 0.9 psk beats 0.5 fsk
+    assert by_id[2].kind == "update" and by_id[2].track.label == "ofdm"  # a label beats unknown
+    f2 = frame(2)
+    events = tr.update(f2, [det(f2, 100, 200, label="fsk", score=0.6)])
+    assert [(e.track.track_id, e.track.label) for e in events if e.kind == "update"] == [(1, "fsk")]
+
+
+def test_a_narrow_signal_of_another_label_inside_a_wide_one_is_another_track():
+    tr = Tracker(TrackerConfig(confirm_hits=1))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 0, 1000, label="ofdm", score=0.9)])
+    f1 = frame(1)
+    events = tr.update(f1, [det(f1, 0, 1000, label="ofdm", score=0.9), det(f1, 500, 502, label="tone")])
+    assert sorted((e.kind, e.track.track_id, e.track.label) for e in events) == [
+        ("start", 2, "tone"),
+        ("update", 1, "ofdm"),
+    ]
+    (ofdm,) = [t for t in tr.tracks() if t.track_id == 1]
+    assert ofdm.f_high_hz - ofdm.f_low_hz > 0.9 * det(f1, 0, 1000).bandwidth_hz  # not dragged to the tone
 
 
 def test_stream_gap_ends_tracks_by_time():

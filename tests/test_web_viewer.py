@@ -225,11 +225,17 @@ def test_the_page_shows_a_moving_labelled_waterfall(live, tmp_path):
                 )
             assert found["text"].startswith(found["label"] + " ")
             # pause: the picture freezes with the burst in view; its box is on the canvas in its colour
+            # (once a later chunk has scrolled in, so that the box lies wholly inside the canvas)
+            page.wait_for_function(
+                f"window.rfstreamViewer.state.newest > {shifted.t_stop_s + 0.45}", timeout=20_000
+            )
             page.click("#pause")
             page.wait_for_timeout(300)
             frozen = canvas_digest(page)
             box = next(b for b in page.evaluate("window.rfstreamViewer.drawn()") if overlaps(b, shifted))
-            assert outline_pixels(page, box) >= 6, "no outline in the label's colour where the box was drawn"
+            assert outline_pixels(page, box) >= 6, (
+                f"no outline in the label's colour where the box was drawn: {box}"
+            )
             assert page.locator(f"#legend .item[data-label='{box['label']}']").count() == 1
             page.wait_for_function(
                 """([lo, hi]) => Array.from(document.querySelectorAll('#tracks tbody tr')).some(tr => {

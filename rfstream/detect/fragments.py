@@ -8,7 +8,9 @@ The rules, applied until nothing changes (each join makes one box the union of t
 1. **Contained pieces.** Boxes lying mostly inside a larger box (at least ``inside`` = 80 % of
    their area), which together cover at least ``cover`` = 50 % of it, are pieces of it and are
    folded into it; so is a single such piece that spans at least ``same_band`` = 80 % of its band
-   (the onset of a burst boxed apart). A narrow signal on top of a wide one covers little of it
+   (the onset of a burst boxed apart), and so are two or more pieces on for (nearly) its whole
+   time that reach together across at least 60 % of its band (an FSK's or OOK packet's spectral
+   lines, a carrier and its sidebands, inside the frame detector's box of the emission). A narrow signal on top of a wide one covers little of it
    and spans little of its band, and stays.
 2. **Continuation in time** (a faded or interrupted burst): two boxes on the same band
    (frequency overlap ≥ 50 % of the narrower, bandwidths within a factor 2), apart in time by a gap
@@ -47,6 +49,8 @@ __all__ = ["group_fragments", "join", "train_groups"]
 
 INSIDE = 0.8
 SAME_BAND = 0.8
+LINES_TIME = 0.2
+LINES_SPAN = 0.6
 COVER = 0.5
 GAP_TIME = 0.1
 GAP_FREQ = 0.05
@@ -119,10 +123,20 @@ def _contained_pieces(dets: list[Detection]) -> list[Detection]:
         if used[i]:
             continue
         pieces = np.flatnonzero(inside[:, i] & ~used)
-        if not (pieces.size and area[i] > 0 and inter[pieces, i].sum() >= COVER * area[i]):
-            # pieces that do not cover it still belong to it when they span its band (a burst's
-            # onset boxed apart); a narrow signal on top of a wide one spans little of it
-            pieces = pieces[bw[pieces] >= SAME_BAND * bw[i]]
+        if pieces.size and not inter[pieces, i].sum() >= COVER * area[i]:
+            # Pieces that do not cover it still belong to it when one spans its band (a burst's
+            # onset boxed apart), or when two or more, on for its whole time, reach across most
+            # of its band (an FSK's tones, a carrier and its sidebands). A narrow signal on top
+            # of a wide one spans little of it.
+            whole_time = pieces[
+                (t0[pieces] - t0[i] <= LINES_TIME * (t1[i] - t0[i]))
+                & (t1[i] - t1[pieces] <= LINES_TIME * (t1[i] - t0[i]))
+            ]
+            reach = f1[whole_time].max() - f0[whole_time].min() if whole_time.size > 1 else 0.0
+            if whole_time.size > 1 and reach >= LINES_SPAN * bw[i]:
+                pieces = whole_time
+            else:
+                pieces = pieces[bw[pieces] >= SAME_BAND * bw[i]]
         if pieces.size:
             used[pieces] = True
             out.append(join([dets[i], *(dets[j] for j in pieces.tolist())]))

@@ -38,9 +38,8 @@ The fitted numbers (Platt maps, ``agreement_weight``, threshold, and the energy 
 calibration) live in one small JSON file, ``rfstream/models/fusion.json``, refitted by
 ``scripts/fit_fusion.py``; ``merge.fusion_file`` names another.
 
-Properties (tested): output independent of input order; no two output boxes overlap with
-IoU above ``cluster_iou``; one detector's boxes alone come out with the same boxes (no two of
-them overlapping) and a score that is a monotone function of the input score.
+Properties (tested with hypothesis): the output does not depend on the input's order, and no two
+output boxes overlap with IoU above ``cluster_iou`` (so none above 0.5: no duplicates).
 """
 
 from __future__ import annotations
@@ -53,10 +52,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from rfstream.detect.calibration import IDENTITY, CalibrationError, Logistic, platt
 from rfstream.detect.nms import WILDCARD_LABEL, _nms
+from rfstream.errors import ConfigError
 from rfstream.types import Detection
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "SHIPPED_FUSION",
@@ -136,7 +139,6 @@ def load_fusion(path: str | Path = "") -> FusionModel:
     A named file that cannot be read or parsed raises :class:`rfstream.errors.ConfigError`
     naming ``merge.fusion_file``.
     """
-    from rfstream.errors import ConfigError
 
     p = Path(path) if path else SHIPPED_FUSION
     try:
@@ -283,7 +285,10 @@ class Fuser:
         presence = float(platt(m.presence, ev.presence_raw))
         if ev.shares:
             label = ev.shares[0][0]
-            probs = [(lbl, float(platt(m.score, presence * share))) for lbl, share in ev.shares]
+            # a label's probability never exceeds the probability that a signal is there at all
+            probs = [
+                (lbl, min(presence, float(platt(m.score, presence * share)))) for lbl, share in ev.shares
+            ]
         else:
             # no detector labelled it: the score is the probability that a signal is there
             label, probs = WILDCARD_LABEL, [(WILDCARD_LABEL, presence)]
@@ -369,11 +374,40 @@ def make_merge(merge_cfg: Any) -> Fuser | ClassNms:
     )
 
 
-@functools.lru_cache(maxsize=4)
 def merge_stage(merge_cfg: Any) -> Fuser | ClassNms:
-    """:func:`make_merge`, built once per distinct (frozen, hashable) ``[merge]`` settings.
+    """:func:`make_merge`, built once per distinct (frozen, hashable) ``[merge]`` settings and
+    version of the fusion file.
 
     The pipeline calls this per chunk with its current settings, so a SIGHUP reload that changes
-    ``[merge]`` takes effect at the next chunk without the pipeline holding the stage itself.
+    ``[merge]``, or a refitted fusion file (``scripts/fit_fusion.py``), takes effect at the next chunk
+    without the pipeline holding the stage itself. One ``stat`` per chunk.
     """
+    path = Path(merge_cfg.fusion_file) if merge_cfg.fusion_file else SHIPPED_FUSION
+    try:
+        version = path.stat().st_mtime_ns
+    except OSError:
+        version = -1
+    try:
+        stage = _merge_stage(merge_cfg, version)
+    except ConfigError as exc:
+        # A fusion file that went bad while running (deleted, half-written, edited by hand): the
+        # stream goes on with the last stage that was good for these settings, and says so once.
+        good = _last_good.get(merge_cfg)
+        if good is None:
+            raise
+        if _warned.get(merge_cfg) != version:
+            _warned[merge_cfg] = version
+            log.error("fusion file unusable; keeping the one loaded before", error=str(exc))
+        return good
+    _last_good[merge_cfg] = stage
+    return stage
+
+
+_last_good: dict[Any, Fuser | ClassNms] = {}
+_warned: dict[Any, int] = {}
+
+
+@functools.lru_cache(maxsize=4)
+def _merge_stage(merge_cfg: Any, version: int) -> Fuser | ClassNms:
+    del version  # part of the key only
     return make_merge(merge_cfg)

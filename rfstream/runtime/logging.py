@@ -31,6 +31,13 @@ class _RfstreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Marks the handler this module installed, so configuring again replaces it."""
 
 
+def resolve_format(fmt: str) -> str:
+    """``auto`` made concrete: ``json`` under systemd's journal (``$JOURNAL_STREAM``), else ``console``."""
+    if fmt == "auto":
+        return "json" if os.environ.get("JOURNAL_STREAM") else "console"
+    return fmt
+
+
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> None:
     """Set up structlog and the stdlib root logger; calling it again replaces the previous setup."""
     stream = sys.stderr if stream is None else stream
@@ -39,8 +46,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     if level.lower() not in _LEVELS:
         raise ConfigError(f"config key 'runtime.log_level': {level!r} is not one of {', '.join(_LEVELS)}")
     tty = _isatty(stream)
-    if fmt == "auto":
-        fmt = "json" if os.environ.get("JOURNAL_STREAM") else "console"
+    fmt = resolve_format(fmt)
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

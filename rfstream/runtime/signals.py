@@ -48,6 +48,8 @@ class SignalInbox:
         self._previous: dict[int, Any] = {}
         self._previous_fd: int | None = None
         self.installed = False
+        self._close_lock = threading.Lock()  # poke() runs on other threads, never in a handler
+        self._closed = False
 
     def install(self) -> bool:
         """Take over the signals (main thread only; elsewhere False: an embedded daemon uses stop())."""
@@ -73,9 +75,12 @@ class SignalInbox:
         self.installed = False
 
     def poke(self, code: int = POKE) -> None:
-        """Wake the reader (any thread; never blocks)."""
-        with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is awake already
-            os.write(self._write_fd, bytes((code,)))
+        """Wake the reader (any thread; never blocks; nothing once closed)."""
+        with self._close_lock:  # never a write to a descriptor number close() gave back
+            if self._closed:
+                return
+            with contextlib.suppress(BlockingIOError, OSError):  # a full pipe is awake already
+                os.write(self._write_fd, bytes((code,)))
 
     def wait(self, timeout_s: float) -> bytes:
         """Every byte that arrived, waiting up to ``timeout_s`` for the first; b"" on a timeout."""
@@ -98,9 +103,13 @@ class SignalInbox:
 
     def close(self) -> None:
         self.restore()
-        for fd in (self._read_fd, self._write_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            for fd in (self._read_fd, self._write_fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
 _early: SignalInbox | None = None

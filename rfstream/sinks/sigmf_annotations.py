@@ -293,7 +293,7 @@ def detection_annotation(d: Any, rate_hz: float) -> dict[str, Any]:
     """One Detection as a SigMF annotation (stream sample indices at ``rate_hz``)."""
     start = max(0, round(d.t_start_s * rate_hz))
     stop = max(start, round(d.t_stop_s * rate_hz))
-    return {
+    out = {
         "core:sample_start": start,
         "core:sample_count": stop - start,
         "core:freq_lower_edge": float(d.f_low_hz),
@@ -304,6 +304,15 @@ def detection_annotation(d: Any, rate_hz: float) -> dict[str, Any]:
         "rfstream:detector": d.detector,
         "rfstream:found_by": list(d.found_by),
     }
+    presence = getattr(d, "presence", None)
+    if presence is not None:  # fused (merge.mode = "fuse"): what the wire's schema 2 adds
+        out["rfstream:presence"] = float(presence)
+        out["rfstream:alternatives"] = {label: float(p) for label, p in d.alternatives}
+        if d.group_id >= 0:
+            out["rfstream:group_id"] = int(d.group_id)
+        if d.low_confidence:
+            out["rfstream:low_confidence"] = True
+    return out
 
 
 def _start_key(annotation: dict[str, Any]) -> tuple[int, int]:
