@@ -648,21 +648,10 @@ class Duplicates:
 
 
 def _components(adjacent: np.ndarray) -> int:
-    """Connected components of a symmetric boolean adjacency matrix (union-find)."""
-    n = adjacent.shape[0]
-    parent = list(range(n))
+    """How many connected components a symmetric boolean adjacency matrix has."""
+    from rfstream.detect.fragments import connected_components
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in zip(*np.nonzero(np.triu(adjacent, 1)), strict=True):
-        ri, rj = find(int(i)), find(int(j))
-        if ri != rj:
-            parent[ri] = rj
-    return len({find(i) for i in range(n)})
+    return len(connected_components(adjacent.shape[0], adjacent))
 
 
 def count_duplicates(

@@ -89,7 +89,7 @@ def join(parts: Sequence[Detection]) -> Detection:
     )
 
 
-def _components(n: int, linked: np.ndarray) -> list[list[int]]:
+def connected_components(n: int, linked: np.ndarray) -> list[list[int]]:
     """Connected components of a symmetric boolean adjacency matrix, by smallest member."""
     parent = list(range(n))
 
@@ -195,7 +195,7 @@ def train_groups(dets: Sequence[Detection]) -> list[int]:
         & (gap <= 3.0 * longer)
     )
     ids = [-1] * n
-    trains = [m for m in _components(n, linked) if len(m) > 1]
+    trains = [m for m in connected_components(n, linked) if len(m) > 1]
     trains.sort(key=lambda m: min((dets[i].t_start_s, dets[i].f_low_hz) for i in m))
     for gid, members in enumerate(trains, start=1):
         for i in members:
@@ -211,7 +211,7 @@ def group_fragments(dets: Sequence[Detection]) -> list[Detection]:
         if n < 2:
             break
         out = _contained_pieces(out)
-        out = [join([out[i] for i in c]) for c in _components(len(out), _joinable(out))]
+        out = [join([out[i] for i in c]) for c in connected_components(len(out), _joinable(out))]
         out = _ordered(out)
         if len(out) == n:
             break

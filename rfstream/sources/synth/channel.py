@@ -39,7 +39,7 @@ def drift(wave: np.ndarray, total_hz: float, fs: float) -> np.ndarray:
     """A linear frequency drift of ``total_hz`` over the burst (starting at its carrier)."""
     t = np.arange(wave.shape[0], dtype=np.float64) / fs
     span = max(t[-1], 1.0 / fs)
-    return (wave * _cis(0.5 * (total_hz / span) * t**2)).astype(np.complex64, copy=False)
+    return (wave * cis(0.5 * (total_hz / span) * t**2)).astype(np.complex64, copy=False)
 
 
 def _coarse(values: np.ndarray, n: int, step: int) -> np.ndarray:
@@ -56,7 +56,7 @@ def phase_noise(wave: np.ndarray, linewidth_hz: float, fs: float, rng: np.random
     n = wave.shape[0]
     step = max(1, min(64, int(fs / (200.0 * max(linewidth_hz, 1.0)))))
     coarse = np.cumsum(rng.standard_normal(n // step + 2) * math.sqrt(_TWO_PI * linewidth_hz * step / fs))
-    return (wave * _cis(_coarse(coarse, n, step) / _TWO_PI)).astype(np.complex64, copy=False)
+    return (wave * cis(_coarse(coarse, n, step) / _TWO_PI)).astype(np.complex64, copy=False)
 
 
 def multipath(wave: np.ndarray, taps: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ def fading_gain(n: int, fs: float, k: float, dopplers: np.ndarray, phases: np.nd
     """
     step = max(1, int(fs / (50.0 * max(float(np.max(dopplers)), 1.0))))
     t = np.arange(n // step + 2, dtype=np.float64) * (step / fs)
-    scatter = sum(_cis(d * t + p) for d, p in zip(dopplers, phases, strict=True)) / math.sqrt(len(dopplers))
+    scatter = sum(cis(d * t + p) for d, p in zip(dopplers, phases, strict=True)) / math.sqrt(len(dopplers))
     g = (math.sqrt(k) + scatter) / math.sqrt(k + 1.0)
     out = np.empty(n, np.complex64)
     out.real = _coarse(g.real, n, step)
@@ -98,7 +98,7 @@ def impair(wave: np.ndarray, rng: np.random.Generator, fs: float) -> tuple[np.nd
         taps = np.zeros(span + 1, np.complex128)
         taps[0] = 1.0
         for _ in range(int(rng.integers(1, 3))):
-            taps[int(rng.integers(1, span + 1))] += rng.uniform(0.2, 0.7) * _cis(np.array(rng.uniform()))
+            taps[int(rng.integers(1, span + 1))] += rng.uniform(0.2, 0.7) * cis(np.array(rng.uniform()))
         wave = multipath(wave, taps)
         effects.append(f"multipath {span / fs * 1e6:.1f} us")
     if rng.uniform() < 0.3 and n / fs > 5e-3:
@@ -109,7 +109,7 @@ def impair(wave: np.ndarray, rng: np.random.Generator, fs: float) -> tuple[np.nd
     return wave, effects
 
 
-def _cis(cycles: np.ndarray) -> np.ndarray:
+def cis(cycles: np.ndarray) -> np.ndarray:
     """exp(j 2π cycles) as complex64 (reduced mod 1 in float64, trigonometry in float32)."""
     ph = (_TWO_PI * np.mod(cycles, 1.0)).astype(np.float32)
     out = np.empty(ph.shape, np.complex64)
@@ -136,7 +136,7 @@ class Receiver:
     def draw(cls, rng: np.random.Generator, fs: float) -> Receiver:
         rx = cls(fs)
         if rng.uniform() < 0.6:
-            taps = np.array([1.0, *(rng.uniform(0.05, 0.3, 2) * _cis(rng.uniform(0, 1, 2)))], np.complex64)
+            taps = np.array([1.0, *(rng.uniform(0.05, 0.3, 2) * cis(rng.uniform(0, 1, 2)))], np.complex64)
             rx.floor_taps = taps / np.float32(np.sqrt(np.sum(np.abs(taps) ** 2)))
         if rng.uniform() < 0.3:
             bin_power = fs / 4096.0 / fs  # noise power in one bin of a 4096-point FFT
@@ -194,7 +194,7 @@ class Receiver:
             k = np.arange(i0, i0 + x.shape[0], dtype=np.float64)
             extra = np.full(x.shape[0], self.dc, np.complex128)
             for f, a in self.spurs:
-                extra += a * _cis(f / self.fs * k)
+                extra += a * cis(f / self.fs * k)
             x = x + extra.astype(np.complex64)
         if self.iq_gain != 1.0 or self.iq_phase_rad:
             g, p = self.iq_gain, self.iq_phase_rad

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.fft
 from scipy.signal import upfirdn
 
-from rfstream.sources.synth.channel import impair
+from rfstream.sources.synth.channel import cis, impair
 
 _TWO_PI = 2.0 * np.pi
 # Whether bursts get channel effects (render_capture sets it per capture: "world" yes, "clean" no).
@@ -39,15 +39,6 @@ class _Instance:
 # --- waveform helpers -------------------------------------------------------------------
 
 
-def _cis(cycles: np.ndarray) -> np.ndarray:
-    """exp(j 2π cycles) as complex64; ``cycles`` is reduced mod 1 in float64 first for precision."""
-    ph = (_TWO_PI * np.mod(cycles, 1.0)).astype(np.float32)
-    out = np.empty(ph.shape, np.complex64)
-    out.real = np.cos(ph)
-    out.imag = np.sin(ph)
-    return out
-
-
 def _carrier(freq_hz: float, fs: float, i0: int, n: int, phase_cycles: float = 0.0) -> np.ndarray:
     """exp(j 2π (f k / fs + phase)) for k in [i0, i0 + n), complex64.
 
@@ -57,8 +48,8 @@ def _carrier(freq_hz: float, fs: float, i0: int, n: int, phase_cycles: float = 0
     block = 4096
     nb = -(-n // block)
     step = freq_hz / fs
-    inner = _cis(step * np.arange(block, dtype=np.float64))
-    starts = _cis(step * (i0 + block * np.arange(nb, dtype=np.float64)) + phase_cycles)
+    inner = cis(step * np.arange(block, dtype=np.float64))
+    starts = cis(step * (i0 + block * np.arange(nb, dtype=np.float64)) + phase_cycles)
     return (starts[:, None] * inner[None, :]).reshape(-1)[:n]
 
 
@@ -158,9 +149,9 @@ def _constellation(rng: np.random.Generator, kind: str, n: int) -> np.ndarray:
     if kind == "bpsk":
         return (rng.integers(0, 2, n) * 2 - 1).astype(np.complex64)
     if kind == "qpsk":
-        return _cis(rng.integers(0, 4, n) / 4.0 + 0.125)
+        return cis(rng.integers(0, 4, n) / 4.0 + 0.125)
     if kind == "8psk":
-        return _cis(rng.integers(0, 8, n) / 8.0)
+        return cis(rng.integers(0, 8, n) / 8.0)
     m = 8 if kind == "qam64" else 4
     levels = np.arange(-(m - 1), m, 2, dtype=np.float32)
     levels /= np.sqrt(2.0 * np.mean(levels**2), dtype=np.float32)
@@ -274,7 +265,7 @@ def _cpfsk(symbols: np.ndarray, sps: int, h: float, count: int, bt: float | None
     if bt is not None:
         freq = np.convolve(freq, _gaussian_pulse(bt, sps), mode="same")
     freq = freq[:count]
-    return _cis(np.cumsum(freq, dtype=np.float64) * (h / (2 * sps)))
+    return cis(np.cumsum(freq, dtype=np.float64) * (h / (2 * sps)))
 
 
 def _emit_tone(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
@@ -289,7 +280,7 @@ def _emit_tone(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
         phi0 = rng.uniform()
 
         def drift_envelope(t, drift=drift, period=period, theta=theta, phi0=phi0):
-            return _cis(phi0 - drift * period / _TWO_PI * np.cos(_TWO_PI * t / period + theta))
+            return cis(phi0 - drift * period / _TWO_PI * np.cos(_TWO_PI * t / period + theta))
 
         render = _Narrowband(drift_envelope, f0, fs, drift + 1.0 / period)
         # Carson's rule on the sinusoidal drift: the swept range plus the drift rate.
@@ -328,7 +319,7 @@ def _emit_fm(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
             cycles = np.zeros(t.shape, np.float64)
             for f, a, th in zip(freqs, amps, thetas, strict=True):
                 cycles += (dev * a / f) * np.sin(_TWO_PI * f * t + th) / _TWO_PI
-            return _cis(cycles)
+            return cis(cycles)
 
         comment = f"NBFM tones dev {dev:.0f} Hz"
     else:
@@ -338,7 +329,7 @@ def _emit_fm(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
         msg = _voice(rng, count / fs, top)
 
         def fm_envelope(t):  # t counts from the instance's start
-            return _cis(dev * msg.integral(t))
+            return cis(dev * msg.integral(t))
 
         comment = f"{'WFM' if wide else 'NBFM'} voice dev {dev / 1e3:.1f} kHz"
     render = _Narrowband(fm_envelope, fc, fs, 2 * (dev + top))
@@ -481,7 +472,7 @@ def _emit_chirp(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
         yield _array_instance(
             "chirp",
             start,
-            _cis(cycles),
+            cis(cycles),
             fs,
             _snr(rng, snr_range),
             f"LFM {'down' if down else 'up'} {sweep / 1e3:.0f} kHz / {period / fs * 1e3:.2f} ms",
@@ -515,7 +506,7 @@ def _lora(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
         count = min(inst.shape[0], n_total - start)
         if count < sym:
             continue
-        wave = _cis(np.cumsum(inst[:count], dtype=np.float64) / fs)
+        wave = cis(np.cumsum(inst[:count], dtype=np.float64) / fs)
         yield _array_instance(
             "chirp",
             start,
@@ -658,7 +649,7 @@ def _emit_pulsed(rng, fs, n_total, snr_range) -> Iterator[_Instance]:
     fc = rng.uniform(-1, 1) * (0.44 * fs - max(sweep, 4 * fs / width) / 2)
     shape = np.hanning(width + 2)[1:-1].astype(np.float32)
     tp = np.arange(width) / fs
-    pulse = shape * _cis(-0.5 * sweep * tp + 0.5 * (sweep / (width / fs)) * tp**2)
+    pulse = shape * cis(-0.5 * sweep * tp + 0.5 * (sweep / (width / fs)) * tp**2)
     for start, count in _sequence(rng, fs, n_total, (0.03, 0.3), (0.05, 0.6), max_count=3):
         wave = np.zeros(count, np.complex64)
         offsets = np.arange(0, count - width, pri)
