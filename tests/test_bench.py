@@ -150,4 +150,5 @@ def test_whole_process_replay_of_a_ci16_recording(tmp_path):
     row = bench_replay(str(cfg), 1e6, 0.5, workdir=tmp_path)
     assert row["mode"] == "pipelined" and row["wall_s"] > 0
     assert 0 < row["first_chunk_s"] < row["wall_s"]
-    assert row["realtime_factor"] == pytest.approx(0.5 / row["wall_s"], abs=0.01)
+    # both figures are rounded to 2 decimals, so compare them with a relative tolerance
+    assert row["realtime_factor"] == pytest.approx(0.5 / row["wall_s"], rel=0.05)
