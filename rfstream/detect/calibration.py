@@ -165,6 +165,22 @@ def expected_calibration_error(scores: np.ndarray, correct: np.ndarray, n_bins: 
     return float(ece / s.size)
 
 
+def json_record(text: str, form: str) -> dict[str, Any]:
+    """A JSON object whose ``form`` is ``form``; anything else is a CalibrationError saying so."""
+    try:
+        d = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise CalibrationError(f"not valid JSON: {exc}") from exc
+    if not isinstance(d, dict) or d.get("form") != form:
+        raise CalibrationError(f"expected a JSON object with form '{form}'")
+    return d
+
+
+def is_probability(value: Any) -> bool:
+    """A JSON number (not a bool) in [0, 1]."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and 0.0 <= float(value) <= 1.0
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Per-label Platt scaling for one model, and its operating threshold.
@@ -212,21 +228,12 @@ class Calibration:
     @classmethod
     def from_json(cls, text: str) -> Calibration:
         """Parse ``rfstream.calibration``; anything malformed is a CalibrationError naming it."""
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise CalibrationError(f"not valid JSON: {exc}") from exc
-        if not isinstance(d, dict) or d.get("form") != "platt":
-            raise CalibrationError("expected a JSON object with form 'platt'")
+        d = json_record(text, "platt")
         per = d.get("per_label", {})
         if not isinstance(per, dict):
             raise CalibrationError("'per_label' must be a JSON object")
         threshold = d.get("threshold")
-        if threshold is not None and (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0.0 <= float(threshold) <= 1.0
-        ):
+        if threshold is not None and not is_probability(threshold):
             raise CalibrationError("'threshold' must be null or a number in [0, 1]")
         fitted = d.get("fitted_on", {})
         return cls(

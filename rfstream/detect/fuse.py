@@ -54,7 +54,14 @@ from typing import Any
 import numpy as np
 import structlog
 
-from rfstream.detect.calibration import IDENTITY, CalibrationError, Logistic, platt
+from rfstream.detect.calibration import (
+    IDENTITY,
+    CalibrationError,
+    Logistic,
+    is_probability,
+    json_record,
+    platt,
+)
 from rfstream.detect.nms import WILDCARD_LABEL, _nms
 from rfstream.errors import ConfigError
 from rfstream.types import Detection
@@ -105,15 +112,10 @@ class FusionModel:
 
     @classmethod
     def from_json(cls, text: str) -> FusionModel:
-        try:
-            d = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            raise CalibrationError(f"not valid JSON: {exc}") from exc
-        if not isinstance(d, dict) or d.get("form") != "rfstream.fusion":
-            raise CalibrationError("expected a JSON object with form 'rfstream.fusion'")
+        d = json_record(text, "rfstream.fusion")
         alpha, thr = d.get("agreement_weight", 0.5), d.get("threshold", 0.5)
         for name, v in (("agreement_weight", alpha), ("threshold", thr)):
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 <= float(v) <= 1.0:
+            if not is_probability(v):
                 raise CalibrationError(f"'{name}' must be a number in [0, 1]")
         energy = d.get("energy")
         fitted = d.get("fitted_on", {})
