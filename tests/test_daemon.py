@@ -21,7 +21,7 @@ from pathlib import Path
 import msgpack
 import pytest
 import zmq
-from daemon_helpers import ROOT, FakeSystemd, build_driver
+from daemon_helpers import ROOT, FakeSystemd
 
 pytestmark = pytest.mark.soapy
 
@@ -35,14 +35,6 @@ FAST = [  # a small frame, so a chunk costs a few ms on a busy CI machine
 # The shipped models are trained for nfft 4096 and rightly refuse this small frame: energy only
 # (unless the test's own --config names its detectors).
 ENERGY_ONLY = ["--set", "detectors.1.enabled=false", "--set", "detectors.2.enabled=false"]
-
-
-@pytest.fixture(scope="module")
-def driver() -> str:
-    module = build_driver()
-    if module is None:
-        pytest.skip("SoapySDR bindings, a compiler or libsoapysdr-dev missing: no test driver")
-    return module
 
 
 def _port() -> int:

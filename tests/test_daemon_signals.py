@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-from daemon_helpers import build_driver
 from test_daemon import Daemon
 
 pytestmark = pytest.mark.soapy
@@ -26,14 +25,6 @@ pytestmark = pytest.mark.soapy
 TWO_PRIORITIES = '[[detectors]]\nname = "energy"\nkind = "energy"\npriority = 2\n'
 # One priority: level 1 (run only the highest-priority detectors) does nothing, so it is gone.
 ONE_PRIORITY = '[[detectors]]\nname = "energy"\nkind = "energy"\npriority = 100\n'
-
-
-@pytest.fixture(scope="module")
-def driver() -> str:
-    module = build_driver()
-    if module is None:
-        pytest.skip("SoapySDR bindings, a compiler or libsoapysdr-dev missing: no test driver")
-    return module
 
 
 def _write(config: Path, text: str) -> None:

@@ -112,24 +112,33 @@ CAPTURES = _captures()
 needs_captures = pytest.mark.skipif(CAPTURES is None, reason="../shared/captures not present")
 
 
+def assert_packets_boxed(name: str, times_s: tuple[float, float], offsets_hz: tuple[float, float]) -> None:
+    """Boxes on the packets (overlapping ``times_s`` and 433.92 MHz + ``offsets_hz``), at most one elsewhere."""
+    fc = 433.92e6
+    boxes = [d for r in published(CAPTURES / name) for d in r.detections]
+
+    def on_packets(d) -> bool:
+        return (
+            d.t_stop_s > times_s[0]
+            and d.t_start_s < times_s[1]
+            and d.f_high_hz > fc + offsets_hz[0]
+            and d.f_low_hz < fc + offsets_hz[1]
+        )
+
+    inside = [d for d in boxes if on_packets(d)]
+    outside = [d for d in boxes if not on_packets(d)]
+    assert inside, [(d.label, d.f_low_hz - fc, d.t_start_s, d.t_stop_s, d.score) for d in boxes]
+    assert len(outside) <= 1, [
+        (d.label, d.f_low_hz - fc, d.f_high_hz - fc, d.t_start_s, d.score) for d in outside
+    ]
+
+
 @needs_captures
 @pytest.mark.parametrize("name", ["rtl433_sensible_g001", "rtl433_sensible_g002"])
 def test_rtl433_sensible_packet_is_boxed_and_little_else(name):
     """README: one OOK packet between about 0.28 and 0.49 s, band about −18…+9 kHz from 433.92 MHz;
     spurs and the DC offset elsewhere should get nothing. At most one box outside the packet."""
-    results = published(CAPTURES / f"{name}.sigmf-meta")
-    boxes = [d for r in results for d in r.detections]
-    fc = 433.92e6
-
-    def on_packet(d) -> bool:
-        return d.t_stop_s > 0.26 and d.t_start_s < 0.51 and d.f_high_hz > fc - 25e3 and d.f_low_hz < fc + 15e3
-
-    inside = [d for d in boxes if on_packet(d)]
-    outside = [d for d in boxes if not on_packet(d)]
-    assert inside, [(d.label, d.f_low_hz - fc, d.t_start_s, d.t_stop_s, d.score) for d in boxes]
-    assert len(outside) <= 1, [
-        (d.label, d.f_low_hz - fc, d.f_high_hz - fc, d.t_start_s, d.score) for d in outside
-    ]
+    assert_packets_boxed(f"{name}.sigmf-meta", (0.26, 0.51), (-25e3, 15e3))
 
 
 @needs_captures
@@ -140,21 +149,7 @@ def test_rtl433_sensible_packet_is_boxed_and_little_else(name):
 )
 def test_rtl433_skylink_packets_are_boxed_and_little_else():
     """README: OOK pulse-width packets between about 0.2 and 1.0 s, energy about −110…+80 kHz."""
-    results = published(CAPTURES / "rtl433_skylink_g002.sigmf-meta")
-    boxes = [d for r in results for d in r.detections]
-    fc = 433.92e6
-
-    def on_packets(d) -> bool:
-        return (
-            d.t_stop_s > 0.18 and d.t_start_s < 1.02 and d.f_high_hz > fc - 115e3 and d.f_low_hz < fc + 85e3
-        )
-
-    inside = [d for d in boxes if on_packets(d)]
-    outside = [d for d in boxes if not on_packets(d)]
-    assert inside
-    assert len(outside) <= 1, [
-        (d.label, d.f_low_hz - fc, d.f_high_hz - fc, d.t_start_s, d.score) for d in outside
-    ]
+    assert_packets_boxed("rtl433_skylink_g002.sigmf-meta", (0.18, 1.02), (-115e3, 85e3))
 
 
 @needs_captures
