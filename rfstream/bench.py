@@ -423,17 +423,21 @@ def spectrogram_peers(cfg: Config, rate_hz: float, *, repeats: int = 5) -> dict[
     stage.close()
     flops = n_slices * slice_flops(nfft)
     out: dict[str, Any] = {"sample_rate_hz": rate_hz, "slices": n_slices, "workers": stage.workers}
+    medians: dict[str, tuple[float, float]] = {}
     for name, values in times.items():
         wall = float(np.median([v[0] for v in values]))
         cpu = float(np.median([v[1] for v in values]))
-        out[name] = {"ms": round(wall, 1), "cpu_ms": round(cpu, 1), "gflops": round(flops / wall / 1e6, 2)}
+        medians[name] = (wall, cpu)
+        # 0.01 ms: a small chunk's stage takes a few ms, and 0.1 ms steps would skew the rates below
+        out[name] = {"ms": round(wall, 2), "cpu_ms": round(cpu, 2), "gflops": round(flops / wall / 1e6, 2)}
         if name != "rfstream":
             pairs = list(zip(values, times["rfstream"], strict=True))
             # Peer time / rfstream time, per round: wall (what a user waits) and CPU (the work; it
             # does not credit rfstream's worker threads, and is steadier on a busy machine).
             out[name]["ratio"] = round(float(np.median([v[0] / max(o[0], 1e-9) for v, o in pairs])), 2)
             out[name]["cpu_ratio"] = round(float(np.median([v[1] / max(o[1], 1e-9) for v, o in pairs])), 2)
-    out["rfstream"]["gflops_per_cpu_s"] = round(flops / out["rfstream"]["cpu_ms"] / 1e6, 2)
+    # from the unrounded CPU time: a rounded 0.0 would divide by zero
+    out["rfstream"]["gflops_per_cpu_s"] = round(flops / max(medians["rfstream"][1], 1e-9) / 1e6, 2)
     return out
 
 
