@@ -199,7 +199,7 @@ class EnergyOptions:
         default=8, metadata=at_least(1, "sample every Nth row/column for statistics", high=MAX_IMAGE_SIDE)
     )
     edge_fraction: float = field(
-        default=0.5, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
+        default=0.35, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
     )
     # The detector's published score: "" = calibrated by the shipped rfstream/models/fusion.json,
     # "none" = the raw SNR score, else the path of a fusion file (scripts/fit_fusion.py writes one).
