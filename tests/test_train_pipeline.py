@@ -206,4 +206,35 @@ def test_faint_truth_gets_no_jittered_crop():
         size=(64, 64),
         faint=[True, False],
     )
-    assert [(label, source) for _, label, source in crops] == [("fsk", "jitter")]
+    assert [(label, source) for _, label, source in crops if source != "noise"] == [("fsk", "jitter")]
+
+
+def test_noise_crops_are_background_clear_of_truth():
+    """The background class also gets bare noise floor and the DC column, never a piece of a signal."""
+    from rfstream.train.dataset import NOISE_PER_FRAME, box_iou, propose_crops
+
+    truth = np.array([[100, 0, 300, 1024], [600, 200, 620, 400]], float)
+    proposals = np.array([[10, 10, 40, 60], [700, 0, 702, 1024]], float)
+    crops = propose_crops(
+        truth, ["ofdm", "fsk"], proposals, rng=np.random.default_rng(3), size=(1024, 1024), dc_column=512.0
+    )
+    noise = [(box, label) for box, label, source in crops if source == "noise"]
+    assert len(noise) == NOISE_PER_FRAME + 1  # the frame has room for all of them, and DC is clear
+    boxes = np.array([box for box, _ in noise])
+    assert {label for _, label in noise} == {"unknown"}
+    assert box_iou(boxes, truth).max() == 0.0
+    assert ((boxes[:, :2] >= 0) & (boxes[:, 2:] <= 1024)).all() and (boxes[:, 2:] > boxes[:, :2]).all()
+    assert any(b[0] <= 512.0 <= b[2] and b[2] - b[0] <= 6.0 for b in boxes)  # the DC column's box
+    # proposal-shaped: each box has the size of one of the frame's proposals
+    sizes = {(30.0, 50.0), (2.0, 1024.0)}
+    assert all((round(b[2] - b[0], 6), round(b[3] - b[1], 6)) in sizes for b in boxes[:NOISE_PER_FRAME])
+    # a frame covered by truth gets none
+    full = propose_crops(
+        np.array([[0, 0, 1024, 1024]], float),
+        ["ofdm"],
+        proposals,
+        rng=np.random.default_rng(3),
+        size=(1024, 1024),
+        dc_column=512.0,
+    )
+    assert not [c for c in full if c[2] == "noise"]

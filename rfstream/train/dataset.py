@@ -23,8 +23,15 @@ Crops (``crops.json``: ``{"size", "pad_frac", "min_pad_px", "crops": [{"image",
 "label", "source", "x_min", ...}]}``) come from the same frames:
 ``proposal`` — energy-detector proposals whose best IoU with a truth box is
 ≥ 0.5 take that box's label; proposals whose best IoU is < 0.1 are
-``unknown`` (background: noise, fragments, DC spikes; at most 24 per frame, a
-random subset); the ambiguous ones in between are left out. ``jitter`` — each
+``unknown`` (background: noise, fragments, receiver spurs the synthesiser draws
+unannotated; at most 48 per frame, a random subset); the ambiguous ones in between are
+left out. ``noise`` — ``unknown`` too: up to 8 boxes per frame shaped like that frame's
+proposals (any of them, or log-uniform sizes on a frame without any) placed at random
+where they touch no truth box, plus one thin box on the DC column when that is clear of
+truth: the background class must also hold for plain noise floor and the DC spike,
+which the energy detector rarely proposes on its own, or the classifier learns that
+"unknown" only means *a fragment of something* and names a bare patch of noise a signal
+(it called pure-noise crops ``chirp`` before these). ``jitter`` — each
 truth box, once, with its edges moved
 by up to 10 % of its size, so the classifier also learns boxes that are not
 exactly what the energy detector draws. The pixels themselves are cut at
@@ -66,7 +73,9 @@ MATCH_IOU = 0.5
 BACKGROUND_IOU = 0.1
 IGNORE_BELOW_DB = 0.0  # truth fainter than this (in-band SNR) is neither target nor miss
 JITTERS_PER_BOX = 1
-MAX_BACKGROUND_PER_FRAME = 24  # background proposals kept per frame (a random subset)
+MAX_BACKGROUND_PER_FRAME = 48  # background proposals kept per frame (a random subset)
+NOISE_PER_FRAME = 8  # random truth-free boxes per frame (background class: plain noise floor)
+NOISE_TRIES = 20  # placements tried per noise box before giving up (crowded frames)
 JITTER_FRAC = 0.10
 
 
@@ -155,11 +164,14 @@ def propose_crops(
     rng: np.random.Generator,
     size: tuple[int, int],
     faint: Sequence[bool] = (),
+    dc_column: float | None = None,
 ) -> list[tuple[np.ndarray, str, str]]:
-    """(box, label, source) training crops of one frame: matched/background proposals + jittered truth.
+    """(box, label, source) training crops of one frame: matched/background proposals, noise
+    boxes clear of truth, jittered truth.
 
     ``faint`` truth boxes (below ``IGNORE_BELOW_DB``) get no jittered crop: a proposal that found
     one is labelled by it, but the classifier is not asked to name what cannot be seen.
+    ``dc_column``: the centre frequency's column (one thin ``noise`` box there when clear of truth).
     """
     out: list[tuple[np.ndarray, str, str]] = []
     background: list[np.ndarray] = []
@@ -181,10 +193,54 @@ def propose_crops(
             background = [background[i] for i in sorted(keep)]
         out.extend((box, "unknown", "proposal") for box in background)
     height, width = size
+    out.extend((box, "unknown", "noise") for box in _noise_boxes(truth, proposals, rng, size, dc_column))
     faint = list(faint) or [False] * len(truth)
     for box, label, dim in zip(truth, truth_labels, faint, strict=True):
         if not dim:
             out.extend((_jitter(box, rng, width, height), label, "jitter") for _ in range(JITTERS_PER_BOX))
+    return out
+
+
+def _clear_of(box: np.ndarray, truth: np.ndarray) -> bool:
+    """``box`` overlaps no truth box at all (touching edges allowed)."""
+    if not len(truth):
+        return True
+    return not bool(
+        np.any(
+            (box[0] < truth[:, 2]) & (truth[:, 0] < box[2]) & (box[1] < truth[:, 3]) & (truth[:, 1] < box[3])
+        )
+    )
+
+
+def _noise_boxes(
+    truth: np.ndarray,
+    proposals: np.ndarray,
+    rng: np.random.Generator,
+    size: tuple[int, int],
+    dc_column: float | None,
+) -> list[np.ndarray]:
+    """Background boxes on bare noise floor: proposal-shaped, placed at random, clear of all truth."""
+    height, width = size
+    out: list[np.ndarray] = []
+    for _ in range(NOISE_PER_FRAME):
+        for _ in range(NOISE_TRIES):
+            if len(proposals):
+                p = proposals[rng.integers(len(proposals))]
+                w, h = max(p[2] - p[0], 1.0), max(p[3] - p[1], 1.0)
+            else:
+                w, h = np.exp(rng.uniform(0.0, np.log(width / 4))), np.exp(rng.uniform(0.0, np.log(height)))
+            w, h = min(w, width), min(h, height)
+            x0, y0 = rng.uniform(0, width - w), rng.uniform(0, height - h)
+            box = np.array([x0, y0, x0 + w, y0 + h])
+            if _clear_of(box, truth):
+                out.append(box)
+                break
+    if dc_column is not None and 0 <= dc_column < width:
+        w, h = rng.uniform(1.0, 6.0), np.exp(rng.uniform(np.log(8.0), np.log(height)))
+        y0 = rng.uniform(0, height - h)
+        box = np.array([max(0.0, dc_column - w / 2), y0, min(float(width), dc_column + w / 2), y0 + h])
+        if _clear_of(box, truth):
+            out.append(box)
     return out
 
 
@@ -270,8 +326,15 @@ def export_dataset(
             label_counts.update(b["label"] for b in boxes)
             truth = np.array([[b["x_min"], b["y_min"], b["x_max"], b["y_max"]] for b in boxes]).reshape(-1, 4)
             faint = [b.get("snr_db", IGNORE_BELOW_DB) < IGNORE_BELOW_DB for b in boxes]
+            dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
             for box, label, kind in propose_crops(
-                truth, [b["label"] for b in boxes], proposer(frame), rng=rng, size=image.shape, faint=faint
+                truth,
+                [b["label"] for b in boxes],
+                proposer(frame),
+                rng=rng,
+                size=image.shape,
+                faint=faint,
+                dc_column=dc_column,
             ):
                 crops.append(
                     {
