@@ -332,7 +332,10 @@ def test_scores_are_calibrated_by_the_fusion_file(tmp_path):
     frame = make_frame(noise_image(np.random.default_rng(1), signals=SIGNALS))
     raw = EnergyDetector(options=EnergyOptions(calibration="none")).detect(frame)
     # a made-up fit that prefers wide boxes: the order changes, the boxes do not
-    fit = Logistic(ENERGY_FEATURES, (0.0, 0.0, 20.0, 0.0, 0.0, -1.0))
+    fit = Logistic(
+        ENERGY_FEATURES,
+        tuple(20.0 if f == "log2_width_cols" else -1.0 if f == "bias" else 0.0 for f in ENERGY_FEATURES),
+    )
     path = tmp_path / "fusion.json"
     path.write_text(FusionModel(energy=fit).to_json())
     calibrated = EnergyDetector(options=EnergyOptions(calibration=str(path))).detect(frame)

@@ -87,7 +87,8 @@ approaching 1 for strong signals.
 
 **Calibration**: the detector publishes the probability that a box is a real signal, not the
 raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
-SNR, its logarithm, width in columns, height as a share of the frame, and how much it looks like a
+SNR, its logarithm, the logarithms of its width in columns and of its height in rows (short blobs
+of noise and long bursts of signal differ most there), height as a share of the frame, and how much it looks like a
 narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
 ``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
 publishes the raw score; the proposals a two-stage detector scores are always raw.
@@ -665,7 +666,15 @@ class EnergyDetector:
         ]
 
 
-ENERGY_FEATURES = ("snr_10db", "log_snr", "log2_width_cols", "height_share", "tall_narrow", "bias")
+ENERGY_FEATURES = (
+    "snr_10db",
+    "log_snr",
+    "log2_width_cols",
+    "log2_height_rows",
+    "height_share",
+    "tall_narrow",
+    "bias",
+)
 
 
 def calibration_features(
@@ -680,10 +689,20 @@ def calibration_features(
     snr = np.clip(score_half_db * s / (1.0 - s), 0.0, 60.0)
     height, width = float(frame_shape[0]), float(frame_shape[1])
     cols = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) * (1024.0 / width)  # in 1024-column units
+    rows = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0) * (1024.0 / height)  # in 1024-row units
     share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
     tall_narrow = (share >= 0.9) / cols
     return np.stack(
-        [snr / 10.0, np.log1p(snr), np.log2(cols) / 10.0, share, tall_narrow, np.ones_like(snr)], axis=1
+        [
+            snr / 10.0,
+            np.log1p(snr),
+            np.log2(cols) / 10.0,
+            np.log2(rows) / 10.0,
+            share,
+            tall_narrow,
+            np.ones_like(snr),
+        ],
+        axis=1,
     )
 
 
