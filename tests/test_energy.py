@@ -427,3 +427,24 @@ def test_irregular_short_pulses_are_one_slice_each_and_a_regular_train_is_one_bo
         assert d.t_start_s - slice_s / 2 <= s + 60e-6 <= d.t_stop_s + slice_s / 2
     (train,) = _boxes_on(dets, -4e6, -3e6)
     assert train.t_start_s < 0.022 and train.t_stop_s > 0.118
+
+
+def test_a_carrier_is_one_column_even_under_a_burst():
+    """A 15 dB carrier straddling two columns (the window's main lobe lights both) is boxed one
+    column wide where its power is; a stronger burst across it for 60 ms does not widen its box."""
+    rate, n = 10e6, 2_000_000
+    rng = np.random.default_rng(44)
+    t = np.arange(n) / rate
+    df = rate / 1024
+    f_tone = 1e6 + 0.5 * df  # on a column boundary
+    iq = (rng.normal(size=n) + 1j * rng.normal(size=n)) / np.sqrt(2)
+    iq += np.sqrt(10**1.5 * 4 / 4096) * np.exp(2j * np.pi * f_tone * t)  # 15 dB in one 4096-bin
+    burst = (t > 0.05) & (t < 0.11)
+    iq += burst * _band_noise(rng, n, rate, f_tone - 6 * df, f_tone + 8 * df, 5.0)
+    (frame,) = _default_frames(iq, rate)
+    dets = EnergyDetector().detect(frame)
+    tone = [d for d in dets if d.t_stop_s - d.t_start_s > 0.15]
+    assert len(tone) == 1, [(d.f_low_hz - 100e6, d.t_start_s, d.t_stop_s) for d in dets]
+    (d,) = tone
+    assert d.f_high_hz - d.f_low_hz == pytest.approx(df, rel=0.01)
+    assert d.f_low_hz <= 100e6 + f_tone <= d.f_high_hz

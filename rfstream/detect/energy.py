@@ -79,6 +79,10 @@ of its excess power: where the pulse is.
 **Box edges** are then trimmed to where the box's mean profile along each axis
 (unsmoothed image minus the floor) reaches ``edge_fraction`` of its peak, which
 undoes the spread that smoothing, growing and closing add around strong signals.
+A carrier's box (at least ``carrier_fraction`` of the frame tall) takes the median
+over its rows for its column profile, so a burst across it does not widen it; a box
+at most two columns wide (a carrier narrower than a column, whose window main lobe
+lights the two columns it straddles) becomes one column about its power centroid.
 
 **Score**: the component's mean SNR in dB (mean over its pixels of the raw image
 above the floor, times the image's dB per unit) mapped monotonically onto
@@ -550,7 +554,7 @@ class EnergyProposer:
         if o.edge_fraction > 0 and boxes.shape[0]:
             # The score is the mean over the trimmed box: the component itself carries the
             # noise pixels that smoothing and closing added around narrow signals.
-            boxes, mean = _trim_edges(residual, boxes, o.edge_fraction)
+            boxes, mean = _trim_edges(residual, boxes, o.edge_fraction, o.carrier_fraction * h)
         if o.split_gap_slices > 0 and boxes.shape[0]:
             boxes, mean = _split_in_time(
                 residual,
@@ -571,6 +575,7 @@ class EnergyProposer:
             )
         if boxes.shape[0]:
             boxes = _narrow_pulses(residual, boxes, o.pulse_max_slices * rows, rows)
+            boxes = _narrow_lines(residual, boxes)
         snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
         # Best first; ties broken by position so the output does not depend on label numbering.
@@ -750,7 +755,9 @@ def _bounding_boxes(ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, kept: np.nd
     return np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float64)  # x1, y1: one past the last
 
 
-def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def _trim_edges(
+    residual: np.ndarray, boxes: np.ndarray, fraction: float, tall_rows: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pull each box's edges in to the first/last row and column whose mean over the box reaches
     ``fraction`` of the profile's peak (``residual``: the unsmoothed image minus its floor);
     also return the mean of ``residual`` over each trimmed box.
@@ -758,6 +765,8 @@ def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tup
     Smoothing and closing spread a strong signal's component by a pixel or more on each side,
     which matters for narrow carriers and short pulses; averaging the raw image along the
     other axis of the box makes the profile quiet enough to find the true edge. Only trims.
+    A box at least ``tall_rows`` tall (a carrier) takes its column profile as the *median* over
+    its rows: a burst that touches the carrier for a while does not widen the carrier's box.
     """
     out = boxes.copy()
     mean = np.empty(boxes.shape[0])
@@ -765,7 +774,8 @@ def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tup
         region = residual[y0:y1, x0:x1]
         # Frequency first, then time over the kept columns only, so a narrow carrier's time
         # profile is not diluted by the noise columns that smoothing added beside it.
-        lo, hi = _trim_profile(region, 0, fraction)
+        robust = tall_rows is not None and y1 - y0 >= tall_rows
+        lo, hi = _trim_profile(region, 0, fraction, median=robust)
         out[i, 0], out[i, 2] = x0 + lo, x0 + hi
         region = region[:, lo:hi]
         lo, hi = _trim_profile(region, 1, fraction)
@@ -872,14 +882,14 @@ def _last_run_start(runs: list[tuple[int, int]], stop: int) -> int:
     return next(a for a, b in runs if b == stop)
 
 
-def _trim_profile(region: np.ndarray, axis: int, fraction: float) -> tuple[int, int]:
-    """First and one-past-last index (along the other axis) of the mean profile over ``axis``
-    that reaches ``fraction`` of its peak. The peak is that of the profile's 3-step running
-    mean, so one noisy step cannot set it, while a one-step-wide signal still does."""
+def _trim_profile(region: np.ndarray, axis: int, fraction: float, median: bool = False) -> tuple[int, int]:
+    """First and one-past-last index (along the other axis) of the mean (or ``median``) profile
+    over ``axis`` that reaches ``fraction`` of its peak. The peak is that of the profile's 3-step
+    running mean, so one noisy step cannot set it, while a one-step-wide signal still does."""
     n = region.shape[1 - axis]
     if region.shape[axis] < 3:
         return 0, n  # one or two pixels per step is too noisy to trim by
-    profile = region.mean(axis=axis)
+    profile = np.median(region, axis=axis) if median else region.mean(axis=axis)
     peak = (
         float(np.convolve(profile, np.full(3, 1 / 3), mode="same").max()) if n >= 3 else float(profile.max())
     )
@@ -1009,6 +1019,23 @@ def _regular(starts: np.ndarray) -> bool:
     ratio = steps / median
     near = (np.abs(ratio - np.round(ratio)) <= TRAIN_JITTER) & (np.round(ratio) >= 1)
     return float(np.mean(near)) >= TRAIN_REGULAR_SHARE
+
+
+def _narrow_lines(residual: np.ndarray, boxes: np.ndarray, max_cols: float = 2.0) -> np.ndarray:
+    """A box at most ``max_cols`` wide is a carrier narrower than a column that the window's main
+    lobe spread over the two columns it straddles: its box becomes one column about the column
+    centroid of its excess power (as the frame detector's decoder does, ``decode.refine_box``)."""
+    out = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0]
+    for i in np.flatnonzero((width <= max_cols) & (width > 1.0)).tolist():
+        x0, y0, x1, y1 = boxes[i].astype(np.int64).tolist()
+        profile = np.clip(residual[y0:y1, x0:x1].mean(axis=0), 0.0, None)
+        if profile.sum() <= 0:
+            continue
+        centre = x0 + 0.5 + float(np.dot(np.arange(profile.size), profile) / profile.sum())
+        lo = min(max(centre - 0.5, float(x0)), float(x1) - 1.0)
+        out[i, 0], out[i, 2] = lo, lo + 1.0
+    return out
 
 
 def _narrow_pulses(residual: np.ndarray, boxes: np.ndarray, max_rows: float, rows: float) -> np.ndarray:
