@@ -448,3 +448,20 @@ def test_a_carrier_is_one_column_even_under_a_burst():
     (d,) = tone
     assert d.f_high_hz - d.f_low_hz == pytest.approx(df, rel=0.01)
     assert d.f_low_hz <= 100e6 + f_tone <= d.f_high_hz
+
+
+def test_an_ook_packet_broken_by_a_run_of_spaces_is_joined():
+    """NRZ on-off keying at 4 kBd: a run of zeros (about 1 ms) breaks the mask in two; the pieces
+    are narrow (a keyed carrier), on one channel and close, so they are one packet again."""
+    rate, n = 10e6, 2_000_000
+    rng = np.random.default_rng(42)
+    bits = rng.integers(0, 2, 400)
+    bits[:4] = 1, 0, 1, 0
+    start = round(0.05 * rate)
+    on = np.zeros(n, bool)
+    sps = round(rate / 4e3)
+    on[start : start + bits.size * sps] = np.repeat(bits, sps).astype(bool)
+    (frame,) = _default_frames(_keyed(rng, n, rate, on, -2e6, -1.98e6, 25.0), rate)
+    boxes = _boxes_on(EnergyDetector().detect(frame), -2e6, -1.98e6)
+    assert len(boxes) == 1, [(d.t_start_s, d.t_stop_s) for d in boxes]
+    assert boxes[0].t_start_s < 0.052 and boxes[0].t_stop_s > 0.148

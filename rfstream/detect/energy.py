@@ -66,12 +66,17 @@ default frame) are cut: an OOK packet's marks, a keyed carrier as wide as its ke
 rate, stay one box. Below about 500 bit/s, marks of 4 slices and more are cut apart
 (a limitation).
 
+**Keyed carriers**: boxes narrower than the split's column limit on the same columns, at
+most ``train_gap_slices`` apart, are the pieces of one keyed packet (a run of spaces broke
+the mask) and are joined, whatever their length.
+
 **Pulse trains**: pulses (boxes at most ``pulse_max_slices`` long) that repeat at
 the same frequency (frequency overlap at least half the narrower one) with gaps of
 at most ``train_gap_slices`` are one emission — a radar's or a beacon's train — when
 they repeat at one interval (at least three, three quarters of the intervals within
-20 % of a whole multiple of the median one), and are reported as one box scored by
-their mean, instead of dozens of blips. Pulses at irregular times (ADS-B replies of
+20 % of a whole multiple of the median one) or when they are narrow (a keyed carrier's
+marks), and are reported as one box scored by their mean, instead of dozens of blips.
+Pulses at irregular times (ADS-B replies of
 different aircraft) stay one box each, and every lone pulse box, smeared by the STFT
 window over up to ``pulse_max_slices``, becomes one slice tall about the row centroid
 of its excess power: where the pulse is.
@@ -569,9 +574,15 @@ class EnergyProposer:
                 min_columns=SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop),
                 edge_fraction=o.edge_fraction,
             )
+        keyed_cols = SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop)
         if o.train_gap_slices > 0 and boxes.shape[0] > 1:
+            boxes, mean = _join_keyed(boxes, mean, keyed_cols=keyed_cols, max_gap=o.train_gap_slices * rows)
             boxes, mean = _group_pulse_trains(
-                boxes, mean, max_rows=o.pulse_max_slices * rows, max_gap=o.train_gap_slices * rows
+                boxes,
+                mean,
+                max_rows=o.pulse_max_slices * rows,
+                max_gap=o.train_gap_slices * rows,
+                keyed_cols=keyed_cols,
             )
         if boxes.shape[0]:
             boxes = _narrow_pulses(residual, boxes, o.pulse_max_slices * rows, rows)
@@ -958,8 +969,45 @@ def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> No
             combine(out[:, dst], src[:, take], out=out[:, dst])
 
 
+def _join_keyed(
+    boxes: np.ndarray, mean: np.ndarray, *, keyed_cols: float, max_gap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join the pieces of a keyed carrier: boxes narrower than ``keyed_cols`` (a carrier keyed on
+    and off is about as wide as its keying rate) on the same columns (overlap at least half the
+    narrower) and at most ``max_gap`` rows apart are the marks of one packet, which a run of
+    spaces broke into pieces. Greedy in time order, like :func:`_group_pulse_trains`; the joined
+    box's mean is the pieces' mean weighted by their rows. Other boxes pass."""
+    narrow = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) < keyed_cols)
+    if narrow.size < 2:
+        return boxes, mean
+    narrow = narrow[np.argsort(boxes[narrow, 1], kind="stable")]
+    groups: list[list[int]] = []
+    spans: list[np.ndarray] = []
+    for i in narrow.tolist():
+        x0, y0, x1, y1 = boxes[i]
+        for members, span in zip(groups, spans, strict=True):
+            overlap = min(x1, span[2]) - max(x0, span[0])
+            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and 0 <= y0 - span[3] <= max_gap:
+                members.append(i)
+                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
+                break
+        else:
+            groups.append([i])
+            spans.append(boxes[i].copy())
+    if len(groups) == narrow.size:
+        return boxes, mean
+    rows = boxes[:, 3] - boxes[:, 1]
+    keep = np.ones(boxes.shape[0], dtype=bool)
+    keep[narrow] = False
+    joined_mean = [float(np.average(mean[m], weights=np.maximum(rows[m], 1e-9))) for m in groups]
+    return (
+        np.concatenate([boxes[keep], np.array(spans).reshape(-1, 4)]),
+        np.concatenate([mean[keep], np.asarray(joined_mean)]),
+    )
+
+
 def _group_pulse_trains(
-    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float
+    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float, keyed_cols: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join pulses that repeat at one frequency into one box per train (see the module docstring).
 
@@ -984,10 +1032,11 @@ def _group_pulse_trains(
         else:
             trains.append([i])
             spans.append(boxes[i].copy())
-    # Only a regular train is one emission (a radar's pulses at its repetition interval); pulses
-    # at irregular times (ADS-B replies of different aircraft, OOK bits of different remotes)
-    # stay one box each.
-    regular = [_regular(boxes[m, 1]) for m in trains]
+    # A wide pulse train is one emission only where it is regular (a radar's pulses at its
+    # repetition interval); wide pulses at irregular times (ADS-B replies of different aircraft)
+    # stay one box each. Narrow pulses (under ``keyed_cols`` columns: a carrier keyed on and off,
+    # as wide as its keying rate) are the marks of one packet whatever their timing: data.
+    regular = [_regular(boxes[m, 1]) or float(np.max(boxes[m, 2] - boxes[m, 0])) < keyed_cols for m in trains]
     alone = [i for m, r in zip(trains, regular, strict=True) if not r for i in m]
     trains = [m for m, r in zip(trains, regular, strict=True) if r]
     spans = [s for s, r in zip(spans, regular, strict=True) if r]
