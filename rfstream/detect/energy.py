@@ -96,7 +96,7 @@ approaching 1 for strong signals.
 
 **Calibration**: the detector publishes the probability that a box is a real signal, not the
 raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
-SNR, its logarithm, the logarithms of its width in columns and of its height in rows (short blobs
+SNR, its logarithm, the logarithms of its width in columns and of its length in STFT slices (short blobs
 of noise and long bursts of signal differ most there), height as a share of the frame, and how much it looks like a
 narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
 ``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
@@ -671,7 +671,13 @@ class EnergyDetector:
             boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
         else:
             boxes, raw = self.proposer.for_frame(frame, 0.0)
-            feats = calibration_features(boxes, raw, frame.image.shape, self.options.score_half_db)
+            feats = calibration_features(
+                boxes,
+                raw,
+                frame.image.shape,
+                self.options.score_half_db,
+                frame_rows_per_slice(frame, self.options.hop),
+            )
             scores = self.calibration(feats)
             keep = np.flatnonzero(scores >= self.score_threshold)
             keep = keep[np.argsort(-scores[keep], kind="stable")]
@@ -686,7 +692,7 @@ ENERGY_FEATURES = (
     "snr_10db",
     "log_snr",
     "log2_width_cols",
-    "log2_height_rows",
+    "log2_height_slices",
     "height_share",
     "tall_narrow",
     "bias",
@@ -694,18 +700,24 @@ ENERGY_FEATURES = (
 
 
 def calibration_features(
-    boxes: np.ndarray, raw_scores: np.ndarray, frame_shape: tuple[int, ...], score_half_db: float
+    boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    frame_shape: tuple[int, ...],
+    score_half_db: float,
+    rows_per_slice: float = 1.0,
 ) -> np.ndarray:
     """Features of the energy detector's boxes for its calibration (:data:`ENERGY_FEATURES`).
 
-    ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``.
+    ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``;
+    ``rows_per_slice``: the frame's (:func:`frame_rows_per_slice`), so that a box's length counts
+    its independent STFT slices at any sample rate.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.clip(np.asarray(raw_scores, dtype=np.float64), 0.0, 1.0 - 1e-6)
     snr = np.clip(score_half_db * s / (1.0 - s), 0.0, 60.0)
     height, width = float(frame_shape[0]), float(frame_shape[1])
     cols = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) * (1024.0 / width)  # in 1024-column units
-    rows = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0) * (1024.0 / height)  # in 1024-row units
+    slices = np.maximum((boxes[:, 3] - boxes[:, 1]) / max(float(rows_per_slice), 1.0), 1.0)
     share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
     tall_narrow = (share >= 0.9) / cols
     return np.stack(
@@ -713,7 +725,7 @@ def calibration_features(
             snr / 10.0,
             np.log1p(snr),
             np.log2(cols) / 10.0,
-            np.log2(rows) / 10.0,
+            np.log2(slices) / 10.0,
             share,
             tall_narrow,
             np.ones_like(snr),
