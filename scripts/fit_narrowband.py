@@ -36,16 +36,17 @@ from typing import Any
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small products per box: threads only cost
 
-import numpy as np  # noqa: E402
-from scipy.optimize import minimize  # noqa: E402
+import numpy as np
+from scipy.optimize import minimize
 
-from rfstream.detect.narrowband import (  # noqa: E402
+from rfstream.detect.narrowband import (
     CLASSES,
     DEFAULT_MODEL,
     FEATURES,
     NarrowbandClassifier,
     NarrowbandModel,
     NarrowbandOptions,
+    expand,
 )
 
 TRAIN_SEEDS = range(1000, 2000)
@@ -111,7 +112,9 @@ def examples(meta: Path, clf: NarrowbandClassifier) -> tuple[list[np.ndarray], l
                     candidates.append((np.array([box[0], box[1], lo, hi]), _class(t.label)))
             iq = np.asarray(chunk.iq)
             for box, c in candidates:
-                f = clf.box_features(iq, chunk.sample_rate_hz, chunk.center_freq_hz, chunk.start_s, tuple(box))
+                f = clf.box_features(
+                    iq, chunk.sample_rate_hz, chunk.center_freq_hz, chunk.start_s, tuple(box)
+                )
                 if f is not None and 10.0 * f[0] >= clf.options.min_snr_db:
                     feats.append(f)
                     classes.append(c)
@@ -121,7 +124,8 @@ def examples(meta: Path, clf: NarrowbandClassifier) -> tuple[list[np.ndarray], l
 
 
 def fit(x: np.ndarray, y: np.ndarray, l2: float) -> NarrowbandModel:
-    """Class-balanced, L2-penalised multinomial logistic regression (L-BFGS)."""
+    """Class-balanced, L2-penalised multinomial logistic regression (L-BFGS) on ``expand(x)``."""
+    x = expand(x)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     scale[scale < 1e-9] = 1.0
@@ -154,7 +158,10 @@ def confusion(model: NarrowbandModel, x: np.ndarray, y: np.ndarray) -> np.ndarra
 
 
 def _table(conf: np.ndarray) -> str:
-    lines = ["| truth \\ predicted | " + " | ".join(CLASSES) + " | recall |", "|---" * (len(CLASSES) + 2) + "|"]
+    lines = [
+        "| truth \\ predicted | " + " | ".join(CLASSES) + " | recall |",
+        "|---" * (len(CLASSES) + 2) + "|",
+    ]
     for i, name in enumerate(CLASSES):
         total = conf[i].sum()
         recall = f"{conf[i, i] / total:.3f}" if total else "-"
@@ -202,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     # A uniform placeholder model: only the features are used while collecting.
     blank = NarrowbandModel(
-        np.zeros((len(CLASSES), len(FEATURES) + 1)), np.zeros(len(FEATURES)), np.ones(len(FEATURES))
+        np.zeros((len(CLASSES), 2 * len(FEATURES) + 1)), np.zeros(2 * len(FEATURES)), np.ones(2 * len(FEATURES))
     )
     clf = NarrowbandClassifier(NarrowbandOptions(), blank)
     started = time.monotonic()

@@ -72,6 +72,7 @@ __all__ = [
     "NarrowbandModel",
     "NarrowbandOptions",
     "channel",
+    "expand",
     "features",
 ]
 
@@ -79,17 +80,20 @@ CLASSES: tuple[str, ...] = ("tone", "am", "fm", "ook", "other")
 FEATURES: tuple[str, ...] = (
     "snr_db",
     "m2",
+    "log_m2",
     "off_frac",
     "mid_frac",
     "top_frac",
     "log_if_spread",
     "if_kurtosis",
     "carrier_frac",
+    "log_sideband",
     "occupied",
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "narrowband.json"
 TAPS_PER_PHASE = 24  # filter length in output samples: transition ≈ 2/24 of the output rate
 MIN_SAMPLES = 64  # fewer output samples than this: no features
+SEGMENT = 512  # samples per periodogram of the fine spectrum
 _OUT_PER_WIDTH = 3.0  # output rate in box widths
 _PASS = 1.1  # filter passband edge, box widths from the centre
 _BOX = 0.55  # the box's own channel, box widths from the centre
@@ -100,9 +104,15 @@ _RING = (0.6, 0.85)  # where the noise is measured, box widths from the centre
 class NarrowbandOptions:
     """How wide a box may be and how much of it is read (two-stage ``options`` keys ``narrowband_*``)."""
 
-    max_width_hz: float = field(default=40e3, metadata=positive("widest box classified from IQ, Hz", high=1e9))
-    max_samples: int = field(default=2048, metadata=at_least(MIN_SAMPLES, "channel samples per box", high=1 << 16))
-    min_width_hz: float = field(default=2e3, metadata=positive("narrower boxes are read this wide, Hz", high=1e9))
+    max_width_hz: float = field(
+        default=40e3, metadata=positive("widest box classified from IQ, Hz", high=1e9)
+    )
+    max_samples: int = field(
+        default=2048, metadata=at_least(MIN_SAMPLES, "channel samples per box", high=1 << 16)
+    )
+    min_width_hz: float = field(
+        default=10e3, metadata=positive("narrower boxes are read this wide, Hz", high=1e9)
+    )
     min_snr_db: float = field(default=3.0, metadata=in_range(-20.0, 60.0, "weaker boxes get no label"))
 
 
@@ -110,9 +120,9 @@ class NarrowbandOptions:
 class NarrowbandModel:
     """A multinomial logistic regression over :data:`FEATURES` to :data:`CLASSES`."""
 
-    weights: np.ndarray  # (C, F + 1), the last column the bias
-    mean: np.ndarray  # (F,) feature standardisation
-    scale: np.ndarray  # (F,)
+    weights: np.ndarray  # (C, 2F + 1) over expand(features), the last column the bias
+    mean: np.ndarray  # (2F,) standardisation of expand(features)
+    scale: np.ndarray  # (2F,)
     fitted_on: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -127,7 +137,8 @@ class NarrowbandModel:
             weights = np.asarray(record["weights"], dtype=np.float64)
             mean = np.asarray(record["mean"], dtype=np.float64)
             scale = np.asarray(record["scale"], dtype=np.float64)
-            if weights.shape != (len(CLASSES), len(FEATURES) + 1) or mean.shape != scale.shape != (len(FEATURES),):
+            width = 2 * len(FEATURES)  # expand(): the features and their SNR-weighted copies
+            if weights.shape != (len(CLASSES), width + 1) or not mean.shape == scale.shape == (width,):
                 raise ValueError(f"weights {weights.shape}, mean {mean.shape}, scale {scale.shape}")
             if not (np.isfinite(weights).all() and np.isfinite(mean).all() and (scale > 0).all()):
                 raise ValueError("weights, mean and scale must be finite, scale > 0")
@@ -147,11 +158,21 @@ class NarrowbandModel:
 
     def probabilities(self, feats: np.ndarray) -> np.ndarray:
         """``(N, F)`` features -> ``(N, C)`` probabilities."""
-        x = (np.asarray(feats, dtype=np.float64) - self.mean) / self.scale
+        x = (expand(np.asarray(feats, dtype=np.float64)) - self.mean) / self.scale
         logits = x @ self.weights[:, :-1].T + self.weights[:, -1]
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
+
+
+def expand(feats: np.ndarray) -> np.ndarray:
+    """``(N, F)`` -> ``(N, 2F)``: the features, and the features times the SNR's reliability.
+
+    Envelope and spectral features mean little at 3 dB and much at 20 dB; a linear model
+    cannot multiply, so it is handed ``r·x`` with ``r`` rising from 0 at 3 dB to 1 at 15 dB.
+    """
+    r = np.clip((10.0 * feats[:, :1] - 3.0) / 12.0, 0.0, 1.0)
+    return np.hstack([feats, r * feats])
 
 
 def _filter(decimation: int, cutoff: float) -> np.ndarray:
@@ -195,26 +216,42 @@ def _moving_mean(x: np.ndarray, width: int) -> np.ndarray:
     return (c[width:] - c[:-width]) / width
 
 
-def features(y: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None:
-    """The :data:`FEATURES` of one channel (see the module docstring); None when too short."""
-    n = y.shape[0]
-    if n < MIN_SAMPLES:
+def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None:
+    """The :data:`FEATURES` of one channel read as ``(k, m)`` pieces (see the module docstring).
+
+    None when too short. Spectra are taken per piece, so a piece boundary (a jump in time)
+    never lies inside one.
+    """
+    if pieces.ndim != 2 or pieces.size < MIN_SAMPLES:
         return None
-    spec = np.fft.fft(y.astype(np.complex128))
-    power = spec.real**2 + spec.imag**2
-    f = np.abs(np.fft.fftfreq(n, 1.0 / fs_out)) / width_hz
-    inside = f <= _BOX
-    ring = (f >= _RING[0]) & (f <= _RING[1])
-    if inside.sum() < 3 or ring.sum() < 8:
+    if pieces.shape[0] == 1:  # one short run: two halves give the noise estimate two looks
+        m = pieces.shape[1] // 2
+        pieces = pieces[:, : 2 * m].reshape(2, m)
+    k, m = pieces.shape
+    # Noise and the fine spectrum: Hann-windowed periodograms of the pieces, averaged (a piece
+    # is short enough that a drifting carrier stays one line, long enough to part it from
+    # AM's sidebands).
+    win = np.hanning(m + 2)[1:-1]
+    segs = np.fft.fft(pieces * win, axis=1)
+    seg_power = segs.real**2 + segs.imag**2  # (k, m)
+    fseg = np.abs(np.fft.fftfreq(m, 1.0 / fs_out)) / width_hz
+    in_seg = fseg <= _BOX
+    ring = (fseg >= _RING[0]) & (fseg <= _RING[1])
+    if in_seg.sum() < 3 or ring.sum() < 4:
         return None
-    n0 = float(np.median(power[ring])) / math.log(2.0)  # per bin
-    z = np.fft.ifft(np.where(inside, spec, 0.0))
-    p = z.real**2 + z.imag**2
-    noise = n0 * int(inside.sum()) / n**2  # noise power per sample in z
+    # The median of a mean of k exponentials is about (1 - 1/(3k)) of its mean.
+    n0_seg = float(np.median(seg_power[:, ring].mean(axis=0))) / (1.0 - 1.0 / (3.0 * k))
+    density = n0_seg / float((win**2).sum())  # noise power per sample, whole output band
+
+    spec = np.fft.fft(pieces, axis=1)
+    z = np.fft.ifft(np.where(in_seg, spec, 0.0), axis=1)  # the box's own channel, per piece
+    p2 = z.real**2 + z.imag**2
+    p = p2.ravel()
+    noise = density * float(in_seg.sum()) / m  # noise power per sample in z
     total = float(p.mean())
     s = max(total - noise, 1e-12 * max(total, 1e-30))
     snr_db = float(np.clip(10.0 * math.log10(s / max(noise, 1e-30)), -20.0, 60.0))
-    m2 = float(np.clip((p.var() - 2.0 * noise * s - noise**2) / s**2, -1.0, 6.0))
+    m2 = float(np.clip((p.var() - 2.0 * noise * s - noise**2) / s**2, -1.0, 3.0))
 
     smooth = max(1, round(fs_out / (2.0 * width_hz)))
     env = np.sqrt(np.maximum(_moving_mean(p, smooth) - noise, 0.0))
@@ -224,8 +261,8 @@ def features(y: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None
     mid_frac = float(((env > 0.3) & (env < 0.7)).mean())
     top_frac = float((env > 0.85).mean())
 
-    prod = z[1:] * np.conj(z[:-1])
-    strong = (p[1:] > 0.25 * top**2) & (p[:-1] > 0.25 * top**2)
+    prod = (z[:, 1:] * np.conj(z[:, :-1])).ravel()
+    strong = ((p2[:, 1:] > 0.25 * top**2) & (p2[:, :-1] > 0.25 * top**2)).ravel()
     if strong.sum() >= 16:
         inst = np.angle(prod[strong]) * fs_out / (2.0 * np.pi)
         dev = inst - inst.mean()
@@ -235,15 +272,28 @@ def features(y: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None
     else:
         spread, kurt = -3.0, 0.0
 
-    sig = np.clip(power[inside] - n0, 0.0, None)
+    sig = np.clip(np.fft.fftshift(np.where(in_seg, seg_power - n0_seg, 0.0), axes=1), 0.0, None)
     sig_total = float(sig.sum()) or 1e-30
-    line = float(np.convolve(np.fft.fftshift(np.where(inside, np.clip(power - n0, 0.0, None), 0.0)), np.ones(3), "same").max())
-    carrier_frac = min(1.0, line / sig_total)
-    ordered = np.sort(sig)[::-1]
-    held = np.searchsorted(np.cumsum(ordered), 0.9 * sig_total) + 1
-    occupied = float(held * fs_out / n / width_hz)
+    lines = sig[:, :-2] + sig[:, 1:-1] + sig[:, 2:]  # 3-bin sums: a Hann-windowed line
+    carrier_frac = min(1.0, float(lines.max(axis=1).sum()) / sig_total)
+    sideband = math.log10(max(1.0 - carrier_frac, 1e-3))
+    mean_sig = np.sort(sig.sum(axis=0))[::-1]
+    held = np.searchsorted(np.cumsum(mean_sig), 0.9 * sig_total) + 1
+    occupied = float(held * fs_out / m / width_hz)
     return np.array(
-        [snr_db / 10.0, m2, off_frac, mid_frac, top_frac, spread, kurt / 5.0, carrier_frac, occupied],
+        [
+            snr_db / 10.0,
+            m2,
+            math.log10(min(max(m2, 1e-3), 3.0)),
+            off_frac,
+            mid_frac,
+            top_frac,
+            spread,
+            kurt / 5.0,
+            carrier_frac,
+            sideband,
+            occupied,
+        ],
         dtype=np.float64,
     )
 
@@ -255,7 +305,9 @@ class NarrowbandClassifier:
     (a CuPy array): only each box's slice is brought to the host.
     """
 
-    def __init__(self, options: NarrowbandOptions = NarrowbandOptions(), model: NarrowbandModel | None = None):
+    def __init__(
+        self, options: NarrowbandOptions = NarrowbandOptions(), model: NarrowbandModel | None = None
+    ):
         check_options(options, "narrowband")
         self.options = options
         self.model = model or NarrowbandModel.load()
@@ -267,21 +319,31 @@ class NarrowbandClassifier:
         """Features of one box ``(t_start_s, t_stop_s, f_low_hz, f_high_hz)`` (absolute) of a chunk."""
         t0, t1, f_low, f_high = box
         i0 = max(0, int((t0 - start_s) * fs))
-        i1 = min(int(iq.shape[0]), int(math.ceil((t1 - start_s) * fs)))
+        i1 = min(int(iq.shape[0]), math.ceil((t1 - start_s) * fs))
         if i1 - i0 < MIN_SAMPLES:
             return None
         width = max(f_high - f_low, self.options.min_width_hz)
         offset = 0.5 * (f_low + f_high) - center_hz
         d = max(1, int(fs // (_OUT_PER_WIDTH * width)))
-        need = (self.options.max_samples + TAPS_PER_PHASE) * d  # read no more than the channel uses
-        if i1 - i0 > need:
-            i0 += (i1 - i0 - need) // 2
-            i1 = i0 + need
-        piece = iq[i0:i1]
-        get = getattr(piece, "get", None)  # a CuPy slice: copy just this box to the host
-        piece = np.asarray(get() if get is not None else piece, dtype=np.complex64)
-        y, fs_out = channel(piece, fs, offset, width, self.options.max_samples)
-        return features(y, fs_out, width)
+        # Up to max_samples // SEGMENT pieces of SEGMENT samples spread over the box's span (a
+        # voice channel's syllables and pauses, a packet's bits), read no more than they use.
+        per_piece = (SEGMENT + TAPS_PER_PHASE) * d
+        count = min(max(1, self.options.max_samples // SEGMENT), (i1 - i0) // per_piece)
+        if count == 0:  # shorter than one piece: one run of what there is
+            starts, per_piece, out_len = [i0], i1 - i0, self.options.max_samples
+        else:
+            starts = np.linspace(i0, i1 - per_piece, count).astype(np.int64).tolist()
+            out_len = SEGMENT
+        runs = []
+        for a in starts:
+            piece = iq[a : a + per_piece]
+            get = getattr(piece, "get", None)  # a CuPy slice: copy just this piece to the host
+            piece = np.asarray(get() if get is not None else piece, dtype=np.complex64)
+            y, fs_out = channel(piece, fs, offset, width, out_len)
+            runs.append(y)
+        if len(runs) > 1:
+            runs = [r[:SEGMENT] for r in runs]
+        return features(np.stack(runs) if runs[0].size else runs[0][None, :], fs_out, width)
 
     def classify_boxes(
         self, iq: Any, fs: float, center_hz: float, start_s: float, boxes: np.ndarray
