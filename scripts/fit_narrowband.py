@@ -209,7 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     # A uniform placeholder model: only the features are used while collecting.
     blank = NarrowbandModel(
-        np.zeros((len(CLASSES), 2 * len(FEATURES) + 1)), np.zeros(2 * len(FEATURES)), np.ones(2 * len(FEATURES))
+        np.zeros((len(CLASSES), 2 * len(FEATURES) + 1)),
+        np.zeros(2 * len(FEATURES)),
+        np.ones(2 * len(FEATURES)),
     )
     clf = NarrowbandClassifier(NarrowbandOptions(), blank)
     started = time.monotonic()
