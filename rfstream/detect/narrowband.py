@@ -52,6 +52,7 @@ distribution: no confident label from noise.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -91,7 +92,7 @@ FEATURES: tuple[str, ...] = (
     "occupied",
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "narrowband.json"
-TAPS_PER_PHASE = 24  # filter length in output samples: transition ≈ 2/24 of the output rate
+TAPS_PER_PHASE = 12  # filter length in output samples: transition ≈ 2/12 of the output rate
 MIN_SAMPLES = 64  # fewer output samples than this: no features
 SEGMENT = 512  # samples per periodogram of the fine spectrum
 _OUT_PER_WIDTH = 3.0  # output rate in box widths
@@ -175,12 +176,15 @@ def expand(feats: np.ndarray) -> np.ndarray:
     return np.hstack([feats, r * feats])
 
 
+@functools.lru_cache(maxsize=64)
 def _filter(decimation: int, cutoff: float) -> np.ndarray:
     """Hann-windowed sinc low-pass, ``TAPS_PER_PHASE·D`` taps, ``cutoff`` in cycles per input sample."""
     n = TAPS_PER_PHASE * decimation
     t = np.arange(n) - (n - 1) / 2.0
     h = 2.0 * cutoff * np.sinc(2.0 * cutoff * t) * np.hanning(n + 2)[1:-1]
-    return h / h.sum()
+    h /= h.sum()
+    h.flags.writeable = False  # shared by every caller through the cache
+    return h
 
 
 def channel(
