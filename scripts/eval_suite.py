@@ -58,6 +58,9 @@ from rfstream.runner import assemble, build_detectors  # noqa: E402
 from rfstream.sources.sigmf import read_annotations  # noqa: E402
 
 PUBLISHED = "published"
+# Every fused box, those under the operating threshold too (what ``merge.keep_low_confidence``
+# publishes, marked ``low_confidence``): the whole ranking, over which AP is meant.
+ALL_SCORES = "fused, all scores"
 GENERATORS = ("synth", "indep")
 
 
@@ -184,7 +187,8 @@ def evaluate_generator(
     work: Path,
 ) -> dict[str, Any]:
     names = [r.name for r in recorders]
-    found: dict[str, list[list[Any]]] = {name: [] for name in [*names, PUBLISHED]}  # per chunk
+    rows = [*names, PUBLISHED, ALL_SCORES] if args.split_low else [*names, PUBLISHED]
+    found: dict[str, list[list[Any]]] = {name: [] for name in rows}  # per chunk
     truth: list[Any] = []
     fine: list[str] = []  # per truth piece: the generator's own type
     frames_all: list[Any] = []
@@ -212,7 +216,13 @@ def evaluate_generator(
             ]
             fine.extend(p.label for p in clip_to_frames(typed, frames))
             frames_all.extend(frames)
-            found[PUBLISHED].extend(list(r.detections) for r in results)
+            if args.split_low:
+                # run with every fused box kept; the daemon's default publishes those at or over
+                # the threshold (low_confidence False), exactly the same boxes
+                found[PUBLISHED].extend([d for d in r.detections if not d.low_confidence] for r in results)
+                found[ALL_SCORES].extend(list(r.detections) for r in results)
+            else:
+                found[PUBLISHED].extend(list(r.detections) for r in results)
             for rec in recorders:
                 found[rec.name].extend(rec.found.get(r.frame.chunk.seq, []) for r in results)
             recordings.append(str(meta))
@@ -371,9 +381,15 @@ def operating_point(cfg: Any) -> str:
         else "merge.threshold"
     )
     kept = "; boxes below it kept as low_confidence" if m.keep_low_confidence else ", boxes below it dropped"
+    every = (
+        f" `{ALL_SCORES}` = every fused box, those under the threshold too (what merge.keep_low_confidence"
+        " publishes): its AP is over the whole ranking, its precision and recall at no threshold."
+        if not m.keep_low_confidence
+        else ""
+    )
     return (
         f"Published = fusion (one box per signal), operating threshold score ≥ {threshold:.3f} ({source}"
-        f"{kept}): the published row's precision and recall are at that threshold."
+        f"{kept}): the published row's precision and recall are at that threshold.{every}"
     )
 
 
@@ -464,6 +480,11 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key.strip()] = value
     cfg = load_config(args.config, overrides=overrides)
     args.cfg = cfg
+    # With fusion's gate dropping the boxes under the threshold, also score the whole ranking: the
+    # run keeps them (marked low_confidence) and the published row leaves them out again.
+    args.split_low = cfg.merge.mode == "fuse" and not cfg.merge.keep_low_confidence
+    if args.split_low:
+        cfg = replace(cfg, merge={"keep_low_confidence": True})
 
     config_dir = Path(args.config).resolve().parent if args.config else None
     detectors = build_detectors(cfg, config_dir)

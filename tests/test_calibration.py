@@ -74,3 +74,16 @@ def test_identity_is_the_default():
     assert Calibration().is_identity and Calibration().default == IDENTITY
     with pytest.raises(CalibrationError):
         Calibration.from_json('{"form": "platt", "default": {"features": [], "weights": []}}')
+
+
+def test_precision_threshold_is_the_lowest_cut_reaching_the_target():
+    from rfstream.detect.calibration import precision_threshold
+
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    right = np.array([1, 1, 0, 1, 0, 0])
+    assert precision_threshold(scores, right, 0.75) == 0.6  # 3 of the top 4
+    assert precision_threshold(scores, right, 1.0) == 0.8
+    assert precision_threshold(scores, np.zeros(6), 0.5) is None
+    assert precision_threshold(np.array([]), np.array([]), 0.5) is None
+    # equal scores cannot be cut apart: the cut lies below the whole run
+    assert precision_threshold(np.array([0.9, 0.5, 0.5]), np.array([1, 1, 0]), 0.9) == 0.9

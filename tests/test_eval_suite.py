@@ -48,9 +48,12 @@ def test_suite_scores_both_generators_and_measures_what_users_get(tmp_path):
     assert set(data["generators"]) == {"synth", "indep"}
     names = data["config"]["detectors"]
     for gen in data["generators"].values():
-        assert set(gen["reports"]) == {*names, "published"}
+        assert set(gen["reports"]) == {*names, "published", "fused, all scores"}
         assert gen["truth_pieces"] > 0 and "widened" in gen["widening"]
         pub = gen["reports"]["published"]
+        every = gen["reports"]["fused, all scores"]
+        # the whole ranking holds the published boxes and those under the threshold
+        assert every["label_aware"]["n_detections"] >= pub["label_aware"]["n_detections"]
         assert pub["label_aware"]["n_truth"] == gen["truth_pieces"]
         assert set(pub) >= {"confusion", "duplicates", "reliability", "snr_recall"}
 

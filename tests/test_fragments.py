@@ -128,3 +128,31 @@ def test_the_tones_of_one_packet_inside_its_box_are_one_box():
     (one,) = group_fragments([packet, low, high])
     assert (one.f_low_hz, one.f_high_hz) == (-18.3e3, 16.6e3) and one.label == "ook"
     assert set(one.found_by) == {"frame", "classifier"}
+
+
+def _px(f0, f1, t0, t1, score, label, detector, row_s=0.2e-3, col_hz=10e3):
+    """A detection whose pixel box matches its physical one (rows of 0.2 ms, columns of 10 kHz)."""
+    return Detection(f0 / col_hz, t0 / row_s, f1 / col_hz, t1 / row_s, t0, t1, f0, f1, score, label, detector)
+
+
+def test_tdma_bursts_inside_a_frame_detector_box_over_the_channel_stay_one_box_each():
+    """The frame detector boxes a TDMA channel over the whole frame; the energy detector boxes each
+    1.2 ms burst. The bursts are the signals: the envelope is dropped, the bursts stay apart."""
+    envelope = _px(1.0 * MHZ, 1.3 * MHZ, 0.0, 0.2, 0.5, "fsk", "frame")
+    bursts = [
+        _px(1.0 * MHZ, 1.3 * MHZ, s, s + 1.2e-3, 0.6, "unknown", "energy") for s in (0.01, 0.0148, 0.0196)
+    ]
+    out = group_fragments([envelope, *bursts])
+    assert spans(out) == spans(bursts)
+
+
+def test_pulses_inside_a_box_over_their_train_are_one_box():
+    """Radar pulses (one row each, shorter than BURST_ROWS) inside the frame detector's box of their
+    train are that train: one box, as before."""
+    train = _px(2.0 * MHZ, 2.5 * MHZ, 0.01, 0.03, 0.6, "pulsed", "frame")
+    pulses = [
+        _px(2.0 * MHZ, 2.5 * MHZ, 0.01 + 2e-3 * k, 0.0102 + 2e-3 * k, 0.5, "unknown", "energy")
+        for k in range(10)
+    ]
+    out = group_fragments([train, *pulses])
+    assert spans(out) == spans([train])

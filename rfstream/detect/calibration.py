@@ -150,6 +150,22 @@ def max_f1_threshold(scores: np.ndarray, correct: np.ndarray, n_truth: int) -> t
     return cut, float(f1[best])
 
 
+def precision_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> float | None:
+    """The lowest score cut at which the boxes scored at or above it are right at least ``target``
+    of the time (the most recall at that precision); None where no cut reaches it."""
+    s = np.asarray(scores, dtype=np.float64)
+    c = np.asarray(correct, dtype=bool)
+    if s.size == 0:
+        return None
+    order = np.argsort(-s, kind="stable")
+    ranked = s[order]
+    precision = np.cumsum(c[order]) / np.arange(1, s.size + 1)
+    # a cut must fall between distinct scores: only the last box of each run of equal scores counts
+    last_of_run = np.append(ranked[1:] != ranked[:-1], True)
+    ok = np.flatnonzero((precision >= target) & last_of_run)
+    return float(ranked[ok[-1]]) if ok.size else None
+
+
 def expected_calibration_error(scores: np.ndarray, correct: np.ndarray, n_bins: int = 10) -> float:
     """Σ_bins (n_bin / n) · |fraction correct − mean score| over equal-width score bins."""
     s = np.asarray(scores, dtype=np.float64)

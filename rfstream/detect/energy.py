@@ -54,10 +54,27 @@ noise statistics of the frame it is looking at, and from the frame's geometry:
    a real carrier exactly at DC is missed for this; set ``dc_guard_px = 0`` to
    keep it).
 
+**Bursts in time**: smoothing and closing join the bursts of one channel (TDMA slots,
+packets, hops that return to a channel) into one component. Each box is cut where its
+signal is off: its row profile (raw image minus floor, averaged over its columns) falls
+below ``split_fraction`` of its on level and within three profile sigmas of the floor
+for at least ``split_gap_slices`` slices. Only boxes standing 8 sigmas clear are cut, a
+gap separates two bursts only where the runs on both sides last at least 4 slices
+(shorter runs are pulses or keyed bits of one emission), and only boxes wide enough for
+a time-bandwidth product of 40 over such a burst (5 columns at any sample rate with the
+default frame) are cut: an OOK packet's marks, a keyed carrier as wide as its keying
+rate, stay one box. Below about 500 bit/s, marks of 4 slices and more are cut apart
+(a limitation).
+
 **Pulse trains**: pulses (boxes at most ``pulse_max_slices`` long) that repeat at
 the same frequency (frequency overlap at least half the narrower one) with gaps of
-at most ``train_gap_slices`` are one emission — a radar's or a beacon's train —
-and are reported as one box scored by their mean, instead of dozens of blips.
+at most ``train_gap_slices`` are one emission — a radar's or a beacon's train — when
+they repeat at one interval (at least three, three quarters of the intervals within
+20 % of a whole multiple of the median one), and are reported as one box scored by
+their mean, instead of dozens of blips. Pulses at irregular times (ADS-B replies of
+different aircraft) stay one box each, and every lone pulse box, smeared by the STFT
+window over up to ``pulse_max_slices``, becomes one slice tall about the row centroid
+of its excess power: where the pulse is.
 
 **Box edges** are then trimmed to where the box's mean profile along each axis
 (unsmoothed image minus the floor) reaches ``edge_fraction`` of its peak, which
@@ -70,7 +87,8 @@ approaching 1 for strong signals.
 
 **Calibration**: the detector publishes the probability that a box is a real signal, not the
 raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
-SNR, its logarithm, width in columns, height as a share of the frame, and how much it looks like a
+SNR, its logarithm, the logarithms of its width in columns and of its height in rows (short blobs
+of noise and long bursts of signal differ most there), height as a share of the frame, and how much it looks like a
 narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
 ``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
 publishes the raw score; the proposals a two-stage detector scores are always raw.
@@ -153,7 +171,14 @@ class EnergyOptions:
         default=12, metadata=at_least(1, "smallest component, pixels", high=MAX_IMAGE_SIDE**2)
     )
     max_detections: int = field(default=100, metadata=positive("most boxes per frame, best scores first"))
-    pulse_max_slices: float = field(default=2.0, metadata=positive("a box this short (slices) is a pulse"))
+    pulse_max_slices: float = field(default=3.0, metadata=positive("a box this short (slices) is a pulse"))
+    split_gap_slices: float = field(
+        default=1.0,
+        metadata=at_least(0.0, "split a box where its signal is off this long (slices; 0 = off)"),
+    )
+    split_fraction: float = field(
+        default=0.2, metadata=in_range(0.0, 1.0, "a row is off below this fraction of the box's on level")
+    )
     train_gap_slices: float = field(
         default=12.0,
         metadata=at_least(0.0, "pulses this close (slices) at one frequency form a train (0 = off)"),
@@ -175,7 +200,7 @@ class EnergyOptions:
         default=8, metadata=at_least(1, "sample every Nth row/column for statistics", high=MAX_IMAGE_SIDE)
     )
     edge_fraction: float = field(
-        default=0.5, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
+        default=0.35, metadata=in_range(0.0, 1.0, "trim box edges below this fraction of the peak profile")
     )
     # The detector's published score: "" = calibrated by the shipped rfstream/models/fusion.json,
     # "none" = the raw SNR score, else the path of a fusion file (scripts/fit_fusion.py writes one).
@@ -526,10 +551,26 @@ class EnergyProposer:
             # The score is the mean over the trimmed box: the component itself carries the
             # noise pixels that smoothing and closing added around narrow signals.
             boxes, mean = _trim_edges(residual, boxes, o.edge_fraction)
+        if o.split_gap_slices > 0 and boxes.shape[0]:
+            boxes, mean = _split_in_time(
+                residual,
+                boxes,
+                mean,
+                sigma=sigma_raw,
+                fraction=o.split_fraction,
+                min_gap=o.split_gap_slices * rows,
+                min_rows=o.min_time_px,
+                min_piece_rows=SPLIT_MIN_PIECE_SLICES * rows,
+                # a column times a slice is hop / width in time × bandwidth, at any sample rate
+                min_columns=SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop),
+                edge_fraction=o.edge_fraction,
+            )
         if o.train_gap_slices > 0 and boxes.shape[0] > 1:
             boxes, mean = _group_pulse_trains(
                 boxes, mean, max_rows=o.pulse_max_slices * rows, max_gap=o.train_gap_slices * rows
             )
+        if boxes.shape[0]:
+            boxes = _narrow_pulses(residual, boxes, o.pulse_max_slices * rows, rows)
         snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
         # Best first; ties broken by position so the output does not depend on label numbering.
@@ -625,7 +666,15 @@ class EnergyDetector:
         ]
 
 
-ENERGY_FEATURES = ("snr_10db", "log_snr", "log2_width_cols", "height_share", "tall_narrow", "bias")
+ENERGY_FEATURES = (
+    "snr_10db",
+    "log_snr",
+    "log2_width_cols",
+    "log2_height_rows",
+    "height_share",
+    "tall_narrow",
+    "bias",
+)
 
 
 def calibration_features(
@@ -640,10 +689,20 @@ def calibration_features(
     snr = np.clip(score_half_db * s / (1.0 - s), 0.0, 60.0)
     height, width = float(frame_shape[0]), float(frame_shape[1])
     cols = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) * (1024.0 / width)  # in 1024-column units
+    rows = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0) * (1024.0 / height)  # in 1024-row units
     share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
     tall_narrow = (share >= 0.9) / cols
     return np.stack(
-        [snr / 10.0, np.log1p(snr), np.log2(cols) / 10.0, share, tall_narrow, np.ones_like(snr)], axis=1
+        [
+            snr / 10.0,
+            np.log1p(snr),
+            np.log2(cols) / 10.0,
+            np.log2(rows) / 10.0,
+            share,
+            tall_narrow,
+            np.ones_like(snr),
+        ],
+        axis=1,
     )
 
 
@@ -713,6 +772,104 @@ def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tup
         out[i, 1], out[i, 3] = y0 + lo, y0 + hi
         mean[i] = float(region[lo:hi].mean())
     return out, mean
+
+
+SPLIT_MIN_SIGMAS = 8.0  # a box's on level must stand this many profile sigmas clear to be split
+SPLIT_OFF_SIGMAS = 3.0  # and an off row lies within this many sigmas of the floor
+SPLIT_MIN_PIECE_SLICES = 4.0  # runs shorter than this (slices) are bits or pulses, never split apart
+# Only boxes wide relative to a burst's shortest length are split: a burst of modulated symbols
+# (TDMA, packets) spans a time-bandwidth product of tens to hundreds, a keyed carrier's mark a few
+# (its bandwidth is about its keying rate, plus drift), so an OOK packet's marks are never cut apart.
+SPLIT_MIN_TB = 40.0
+
+
+def _split_in_time(
+    residual: np.ndarray,
+    boxes: np.ndarray,
+    mean: np.ndarray,
+    *,
+    sigma: float,
+    fraction: float,
+    min_gap: float,
+    min_rows: int,
+    min_piece_rows: float,
+    min_columns: float,
+    edge_fraction: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut each box where its signal is off: TDMA bursts, packets and hops on one channel, which
+    smoothing and closing joined into one component, become one box each.
+
+    The box's row profile (the unsmoothed image minus the floor, averaged over its columns) is
+    *off* in a row below both ``fraction`` of its on level (the 90th percentile of the profile)
+    and :data:`SPLIT_OFF_SIGMAS` sigmas of the profile's noise (the pixel sigma over the square
+    root of the columns averaged); a run of off rows at least ``min_gap`` rows long (one STFT
+    slice by default: a transmitter that was silent for a whole window) splits the box. Only
+    boxes whose on level stands :data:`SPLIT_MIN_SIGMAS` sigmas clear are cut: in a weak signal
+    a noisy row is not a gap. A piece shorter than ``min_rows`` is dropped; each piece's edges
+    are trimmed again (:func:`_trim_edges`), as the whole box's were.
+    """
+    out_boxes: list[np.ndarray] = []
+    out_mean: list[float] = []
+    gap = max(1, round(min_gap))
+    min_piece = max(1, round(min_piece_rows))
+    for i, (x0, y0, x1, y1) in enumerate(boxes.astype(np.int64).tolist()):
+        if y1 - y0 < 2 * min_rows + gap or x1 - x0 < min_columns:
+            out_boxes.append(boxes[i])
+            out_mean.append(float(mean[i]))
+            continue
+        profile = residual[y0:y1, x0:x1].mean(axis=1)
+        noise = sigma / math.sqrt(max(1, x1 - x0))
+        on = float(np.percentile(profile, 90))
+        if on < SPLIT_MIN_SIGMAS * noise:
+            out_boxes.append(boxes[i])
+            out_mean.append(float(mean[i]))
+            continue
+        on_rows = profile >= min(fraction * on, SPLIT_OFF_SIGMAS * noise)
+        pieces = _bursts(_runs(on_rows, gap), min_piece)
+        if len(pieces) == 1:
+            out_boxes.append(boxes[i])
+            out_mean.append(float(mean[i]))
+            continue
+        for a, b in pieces:
+            if b - a < min_rows:
+                continue
+            piece = np.array([[x0, y0 + a, x1, y0 + b]], dtype=np.float64)
+            trimmed, m = _trim_edges(residual, piece, edge_fraction) if edge_fraction > 0 else (piece, None)
+            out_boxes.append(trimmed[0])
+            out_mean.append(float(m[0]) if m is not None else float(residual[y0 + a : y0 + b, x0:x1].mean()))
+    if not out_boxes:
+        return np.zeros((0, 4)), np.zeros(0)
+    return np.stack(out_boxes), np.asarray(out_mean)
+
+
+def _runs(on: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
+    """``[a, b)`` spans of ``on`` separated by at least ``min_gap`` off steps (shorter gaps are bridged)."""
+    idx = np.flatnonzero(on)
+    if idx.size == 0:
+        return [(0, on.size)]
+    cut = np.flatnonzero(np.diff(idx) > min_gap)
+    starts = np.concatenate(([idx[0]], idx[cut + 1]))
+    stops = np.concatenate((idx[cut] + 1, [idx[-1] + 1]))
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def _bursts(runs: list[tuple[int, int]], min_piece: int) -> list[tuple[int, int]]:
+    """Join ``runs`` into bursts: a gap separates two bursts only where the runs on both sides of it
+    are at least ``min_piece`` long; shorter runs are the keyed bits or pulses of one emission
+    (an OOK packet's marks), which stay together."""
+    out = [runs[0]]
+    for a, b in runs[1:]:
+        pa, pb = out[-1]
+        last = max(pa, _last_run_start(runs, pb))
+        if pb - last >= min_piece and b - a >= min_piece:
+            out.append((a, b))
+        else:
+            out[-1] = (pa, b)
+    return out
+
+
+def _last_run_start(runs: list[tuple[int, int]], stop: int) -> int:
+    return next(a for a, b in runs if b == stop)
 
 
 def _trim_profile(region: np.ndarray, axis: int, fraction: float) -> tuple[int, int]:
@@ -821,7 +978,51 @@ def _group_pulse_trains(
         else:
             trains.append([i])
             spans.append(boxes[i].copy())
-    keep = np.flatnonzero(~short)
+    # Only a regular train is one emission (a radar's pulses at its repetition interval); pulses
+    # at irregular times (ADS-B replies of different aircraft, OOK bits of different remotes)
+    # stay one box each.
+    regular = [_regular(boxes[m, 1]) for m in trains]
+    alone = [i for m, r in zip(trains, regular, strict=True) if not r for i in m]
+    trains = [m for m, r in zip(trains, regular, strict=True) if r]
+    spans = [s for s, r in zip(spans, regular, strict=True) if r]
+    keep = np.concatenate([np.flatnonzero(~short), np.asarray(alone, dtype=np.int64)])
     out_boxes = [boxes[keep], np.array(spans).reshape(-1, 4)]
     out_mean = [mean[keep], np.array([mean[m].mean() for m in trains])]
     return np.concatenate(out_boxes), np.concatenate(out_mean)
+
+
+TRAIN_MIN_PULSES = 3
+TRAIN_JITTER = 0.2  # an interval within this fraction of a multiple of the median one is regular
+TRAIN_REGULAR_SHARE = 0.75
+
+
+def _regular(starts: np.ndarray) -> bool:
+    """Whether pulses starting at these rows repeat at one interval: at least
+    ``TRAIN_MIN_PULSES``, and ``TRAIN_REGULAR_SHARE`` of the intervals within ``TRAIN_JITTER`` of a
+    whole multiple of the median interval (a missed pulse doubles one)."""
+    if starts.size < TRAIN_MIN_PULSES:
+        return False
+    steps = np.diff(np.sort(starts))
+    median = float(np.median(steps))
+    if median <= 0:
+        return False
+    ratio = steps / median
+    near = (np.abs(ratio - np.round(ratio)) <= TRAIN_JITTER) & (np.round(ratio) >= 1)
+    return float(np.mean(near)) >= TRAIN_REGULAR_SHARE
+
+
+def _narrow_pulses(residual: np.ndarray, boxes: np.ndarray, max_rows: float, rows: float) -> np.ndarray:
+    """A box at most ``max_rows`` tall is a pulse shorter than the STFT window, which smeared it
+    over the slices whose windows it falls in: its box becomes one slice (``rows`` rows) about the
+    row centroid of its excess power, which is where the pulse is."""
+    out = boxes.copy()
+    height = boxes[:, 3] - boxes[:, 1]
+    for i in np.flatnonzero((height <= max_rows) & (height > rows)).tolist():
+        x0, y0, x1, y1 = boxes[i].astype(np.int64).tolist()
+        profile = np.clip(residual[y0:y1, x0:x1].mean(axis=1), 0.0, None)
+        if profile.sum() <= 0:
+            continue
+        centre = y0 + 0.5 + float(np.dot(np.arange(profile.size), profile) / profile.sum())
+        lo = min(max(centre - rows / 2, float(y0)), float(y1) - rows)
+        out[i, 1], out[i, 3] = lo, lo + rows
+    return out

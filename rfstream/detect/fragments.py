@@ -11,7 +11,12 @@ The rules, applied until nothing changes (each join makes one box the union of t
    (the onset of a burst boxed apart), and so are two or more pieces on for (nearly) its whole
    time that reach together across at least 60 % of its band (an FSK's or OOK packet's spectral
    lines, a carrier and its sidebands, inside the frame detector's box of the emission). A narrow signal on top of a wide one covers little of it
-   and spans little of its band, and stays.
+   and spans little of its band, and stays. **Except a train's envelope**: when two or more
+   pieces span its band, each a burst at least ``BURST_ROWS`` (4) frame rows long, one after
+   another with gaps between them, the large box is the envelope of a train (the frame detector
+   boxes a TDMA channel over the whole frame; the energy detector boxes each burst): the bursts
+   are the signals and the envelope is dropped. Shorter pieces are pulses, whose train is one
+   emission, and are folded into it as before.
 2. **Continuation in time** (a faded or interrupted burst): two boxes on the same band
    (frequency overlap ≥ 50 % of the narrower, bandwidths within a factor 2), apart in time by a gap
    of at most ``gap_time`` = 10 % of the two together, first start to last stop (a gap short
@@ -38,6 +43,7 @@ evidence), takes the union of the parts' boxes and of their ``found_by``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -55,6 +61,7 @@ COVER = 0.5
 GAP_TIME = 0.1
 GAP_FREQ = 0.05
 TIME_IOU_SIDE = 0.8
+BURST_ROWS = 4  # a piece this many frame rows long is a burst; shorter ones are pulses
 
 
 def _arrays(dets: Sequence[Detection]) -> tuple[np.ndarray, ...]:
@@ -123,6 +130,11 @@ def _contained_pieces(dets: list[Detection]) -> list[Detection]:
         if used[i]:
             continue
         pieces = np.flatnonzero(inside[:, i] & ~used)
+        if _is_train_envelope(dets, i, pieces, bw, t0, t1):
+            # the box is the envelope of a train of bursts boxed one by one: the bursts are the
+            # signals (each TDMA burst, each hop on one channel), the envelope is dropped
+            used[i] = True
+            continue
         if pieces.size and not inter[pieces, i].sum() >= COVER * area[i]:
             # Pieces that do not cover it still belong to it when one spans its band (a burst's
             # onset boxed apart), or when two or more, on for its whole time, reach across most
@@ -144,6 +156,20 @@ def _contained_pieces(dets: list[Detection]) -> list[Detection]:
             out.append(dets[i])
         used[i] = True
     return out
+
+
+def _is_train_envelope(
+    dets: list[Detection], i: int, pieces: np.ndarray, bw: np.ndarray, t0: np.ndarray, t1: np.ndarray
+) -> bool:
+    """Whether box ``i`` only wraps a train: at least two of its pieces span its band
+    (``SAME_BAND``), each a burst of at least ``BURST_ROWS`` frame rows (shorter ones are pulses,
+    whose train is one emission), one after another with gaps between them."""
+    band = pieces[bw[pieces] >= SAME_BAND * bw[i]]
+    bursts = [j for j in band.tolist() if dets[j].y1 - dets[j].y0 >= BURST_ROWS]
+    if len(bursts) < 2:
+        return False
+    bursts.sort(key=lambda j: t0[j])
+    return all(t0[b] > t1[a] for a, b in itertools.pairwise(bursts))
 
 
 def _joinable(dets: list[Detection]) -> np.ndarray:
