@@ -87,6 +87,8 @@ FEATURES: tuple[str, ...] = (
     "top_frac",
     "log_if_spread",
     "if_kurtosis",
+    "log_if_spread_lag",
+    "if_lag_ratio",
     "carrier_frac",
     "log_sideband",
     "occupied",
@@ -95,6 +97,7 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "narrowband.
 TAPS_PER_PHASE = 12  # filter length in output samples: transition ≈ 2/12 of the output rate
 MIN_SAMPLES = 64  # fewer output samples than this: no features
 SEGMENT = 512  # samples per periodogram of the fine spectrum
+LAG = 4  # phase steps over this many samples for the smoothed frequency spread
 _OUT_PER_WIDTH = 3.0  # output rate in box widths
 _PASS = 1.1  # filter passband edge, box widths from the centre
 _BOX = 0.55  # the box's own channel, box widths from the centre
@@ -275,6 +278,15 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
         kurt = float(np.clip((dev**4).mean() / var**2 if var > 0 else 0.0, 0.0, 20.0))
     else:
         spread, kurt = -3.0, 0.0
+    # The same spread from phase steps over LAG samples: audio-rate FM and FSK keep it, while
+    # white frequency noise (the receiver's noise, an oscillator's phase noise) averages down.
+    prod_lag = (z[:, LAG:] * np.conj(z[:, :-LAG])).ravel()
+    strong_lag = ((p2[:, LAG:] > 0.25 * top**2) & (p2[:, :-LAG] > 0.25 * top**2)).ravel()
+    if strong_lag.sum() >= 16 and spread > -3.0:
+        inst = np.angle(prod_lag[strong_lag]) * fs_out / (2.0 * np.pi * LAG)
+        lag_spread = math.log10(float(inst.std()) / width_hz + 1e-3)
+    else:
+        lag_spread = spread
 
     sig = np.clip(np.fft.fftshift(np.where(in_seg, seg_power - n0_seg, 0.0), axes=1), 0.0, None)
     sig_total = float(sig.sum()) or 1e-30
@@ -294,6 +306,8 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
             top_frac,
             spread,
             kurt / 5.0,
+            lag_spread,
+            lag_spread - spread,
             carrier_frac,
             sideband,
             occupied,
