@@ -8,42 +8,53 @@ module goes back to the chunk's IQ over the box's time span and measures the
 classic modulation-recognition features (Azzouz & Nandi, *Automatic Modulation
 Recognition of Communication Signals*, 1996) on the box's own channel.
 
-Channel extraction, one matrix product per box. The box's centre is mixed to DC,
+Channel extraction, one matrix product per piece. Up to ``max_samples // SEGMENT``
+pieces of ``SEGMENT`` output samples are read, spread evenly over the box's time
+span (a voice channel's syllables and pauses, a packet's bits; a box shorter than
+one piece is read as one shorter run). For each, the box's centre is mixed to DC,
 low-pass filtered (a Hann-windowed sinc of ``TAPS_PER_PHASE`` taps per output
-sample, passband ±1.1 box widths) and decimated by ``D`` to about three box widths,
-at most ``max_samples`` output samples from the middle of the box's time span.
-With ``g[n] = h[n]·exp(-jωn)`` (the mixer folded into the filter) the output is
+sample, passband ±1.1 box widths, boxes narrower than ``min_width_hz`` read that
+wide) and decimated by ``D`` to about three box widths. With
+``g[n] = h[n]·exp(-jωn)`` (the mixer folded into the filter) the output is
 ``y[k] = exp(-jωkD) · Σ_p (X @ G)[k+p, p]`` where ``X`` is the input reshaped to
 ``(K, D)`` and ``G = g.reshape(P, D).T``: one BLAS product of ``K·D·P`` complex
-multiply-adds (a few ms for 2048 outputs at 10 MS/s), no per-sample exponentials.
+multiply-adds, no per-sample exponentials; 1–3 ms per box on one core at 10 MS/s.
 
-Features, on the extracted channel ``y`` (n samples) and its FFT ``Y``:
+Features, on the pieces (spectra are taken per piece, never across a jump in time):
 
-- **noise** ``N``: the median of ``|Y|²`` outside the box (0.6–0.85 box widths
-  from the centre, still in the filter's passband) over ln 2 (the median of an
-  exponential variable), so a neighbour covering part of that ring barely moves it;
-- the box's channel ``z``: ``Y`` kept within ±0.55 box widths, back to time; its
+- **noise** ``N``: the median, over the bins 0.6–0.85 box widths from the centre
+  (outside the box, still in the filter's passband), of the pieces' averaged
+  Hann-windowed periodograms, corrected for the median's bias, so a neighbour
+  covering part of that ring barely moves it;
+- the box's channel ``z``: each piece's FFT kept within ±0.55 box widths, back to time; its
   mean power ``P``, signal power ``S = P − N``, and ``snr_db = 10·log10(S/N)``;
 - ``m2`` — the signal's own power-envelope variation, SNR-compensated: for
   ``p = |s + n|²`` with complex Gaussian noise, ``var p = var|s|² + 2NS + N²``, so
   ``m2 = (var p − 2NS − N²) / S²`` is 0 for any constant envelope (tone, FM, FSK)
-  whatever the SNR (noise alone would give the Rayleigh value), ``1/d − 1`` for on-off keying at duty ``d``,
-  about ``m²/2`` for AM of depth ``m``;
+  whatever the SNR (noise alone would give the Rayleigh value), ``1/d − 1`` for
+  on-off keying at duty ``d``,
+  about ``m²/2`` for AM of depth ``m``; also its ``log10`` (a voice channel's
+  0.02 must stand apart from a carrier's 0.002);
 - the envelope's shape (smoothed over a few samples, noise subtracted, over its
   95th percentile): ``off_frac`` (time below 15 %: OOK's off time), ``mid_frac``
   (time between 30 and 70 %: AM lives there, keyed signals only cross it) and
   ``top_frac`` (time above 85 %);
 - instantaneous frequency from phase differences, strong samples only (the noise
   makes the phase of weak ones meaningless): ``log10`` of its spread over the box
-  width and its kurtosis (bimodal for 2-FSK, near Gaussian for voice FM);
+  width and its kurtosis (bimodal for 2-FSK, near Gaussian for voice FM); the same
+  spread from phase steps over ``LAG`` samples, and its ratio to the first (audio-rate
+  FM keeps its spread, white frequency noise — the receiver's, or an oscillator's
+  phase noise — averages down);
 - the fine spectrum (noise subtracted): ``carrier_frac``, the fraction of the
   signal's power in the strongest 3-bin line (a carrier: ≈1 tone, ≥0.5 AM and
-  OOK, J0(β)² for FM, none for PSK/FSK), and ``occupied``, the width holding 90 %
-  of it over the box width.
+  OOK, J0(β)² for FM, none for PSK/FSK) and ``log10(1 − carrier_frac)`` (the
+  sidebands), and ``occupied``, the width holding 90 % of it over the box width.
 
-A multinomial logistic regression on these features (weights in
+A multinomial logistic regression on these features and on the same features
+times an SNR reliability (0 at 3 dB rising to 1 at 15 dB: what the envelope says
+at 20 dB it does not say at 5; :func:`expand`), weights in
 ``rfstream/models/narrowband.json``, fitted by ``scripts/fit_narrowband.py`` on
-synthesiser recordings of the training seeds 1000–1999) gives probabilities over
+synthesiser recordings of the training seeds 1000–1999, gives probabilities over
 :data:`CLASSES`: tone, am, fm, ook and **other** (FSK, PSK, chirps, ...: anything
 these four must not absorb). A box whose channel is too short (fewer than
 ``MIN_SAMPLES`` samples) or too weak (``snr_db < min_snr_db``) gets the uniform
@@ -319,7 +330,7 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
 class NarrowbandClassifier:
     """Probabilities over :data:`CLASSES` for narrow boxes of one chunk, from its IQ.
 
-    Set up once (model, options); :meth:`classify` per frame. ``iq`` may live on a GPU
+    Set up once (model, options); :meth:`classify_boxes` per frame. ``iq`` may live on a GPU
     (a CuPy array): only each box's slice is brought to the host.
     """
 
