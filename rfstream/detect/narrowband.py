@@ -48,7 +48,9 @@ Features, on the pieces (spectra are taken per piece, never across a jump in tim
 - the fine spectrum (noise subtracted): ``carrier_frac``, the fraction of the
   signal's power in the strongest 3-bin line (a carrier: ≈1 tone, ≥0.5 AM and
   OOK, J0(β)² for FM, none for PSK/FSK) and ``log10(1 − carrier_frac)`` (the
-  sidebands), and ``occupied``, the width holding 90 % of it over the box width.
+  sidebands), ``sideband_z`` (the power beyond 3 bins of the line as a z-score
+  against the noise: ≈0 for a carrier at any SNR, large for audible sidebands), and
+  ``occupied``, the width holding 90 % of it over the box width.
 
 A multinomial logistic regression on these features and on the same features
 times an SNR reliability (0 at 3 dB rising to 1 at 15 dB: what the envelope says
@@ -102,6 +104,7 @@ FEATURES: tuple[str, ...] = (
     "if_lag_ratio",
     "carrier_frac",
     "log_sideband",
+    "sideband_z",
     "occupied",
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "narrowband.json"
@@ -304,6 +307,16 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
     lines = sig[:, :-2] + sig[:, 1:-1] + sig[:, 2:]  # 3-bin sums: a Hann-windowed line
     carrier_frac = min(1.0, float(lines.max(axis=1).sum()) / sig_total)
     sideband = math.log10(max(1.0 - carrier_frac, 1e-3))
+    # Sidebands against the noise, not the carrier: the excess power in the box beyond 3 bins
+    # of each piece's line, as a z-score (each Hann bin of noise alone: mean and spread n0).
+    # A carrier leaves ~0 whatever its SNR; an AM voice channel's faint audio stands out.
+    shifted = np.fft.fftshift(seg_power - n0_seg, axes=1)
+    box = np.fft.fftshift(in_seg)
+    centre = lines.argmax(axis=1) + 1
+    away = box[None, :] & (np.abs(np.arange(m)[None, :] - centre[:, None]) > 3)
+    count = int(away.sum())
+    excess = float(shifted[away].sum()) / (n0_seg * math.sqrt(count)) if count else 0.0
+    sideband_z = math.copysign(math.log10(1.0 + abs(excess)), excess)
     mean_sig = np.sort(sig.sum(axis=0))[::-1]
     held = np.searchsorted(np.cumsum(mean_sig), 0.9 * sig_total) + 1
     occupied = float(held * fs_out / m / width_hz)
@@ -321,6 +334,7 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
             lag_spread - spread,
             carrier_frac,
             sideband,
+            sideband_z,
             occupied,
         ],
         dtype=np.float64,
