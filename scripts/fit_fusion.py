@@ -8,7 +8,8 @@ maps, the agreement weight and the operating threshold; write them as a fusion f
 Run it again after the models change (``rfstream train``): the fusion numbers describe how far each
 detector's scores can be believed, and a new model moves them.
 
-Validation seeds of rfstream's synthesiser: **500–599** (default 500–515). They are disjoint from
+Validation seeds of rfstream's synthesiser: **500–599** (default 500–531, at 10, 20, 5 and 2.4 MS/s
+in turn, the training rates: an energy box's shape means something else at each rate). They are disjoint from
 the evaluation seeds of ``scripts/eval_suite.py`` / README (1–99), the training seeds of
 ``rfstream train`` (1000–1999), its INT8 calibration frames (2000–2099) and the captures each
 model's own score calibration is fitted on (3000–3099); the script refuses any seed outside 500–599.
@@ -64,7 +65,11 @@ from rfstream.detect.calibration import (  # noqa: E402
     platt,
     precision_threshold,
 )
-from rfstream.detect.energy import ENERGY_FEATURES, calibration_features  # noqa: E402
+from rfstream.detect.energy import (  # noqa: E402
+    ENERGY_FEATURES,
+    calibration_features,
+    frame_rows_per_slice,
+)
 from rfstream.detect.fuse import SHIPPED_FUSION, Fuser, FusionModel  # noqa: E402
 from rfstream.detect.nms import iou_matrix  # noqa: E402
 from rfstream.eval import clip_to_frames, select_truth  # noqa: E402
@@ -114,6 +119,7 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
 @dataclasses.dataclass
 class Chunk:
     frame_shape: tuple[int, int]
+    rows_per_slice: float
     truth: list[Any]
     found: dict[str, list[Any]]  # detector name -> its boxes
 
@@ -134,7 +140,8 @@ def collect(args: argparse.Namespace, cfg: Any, work: Path) -> tuple[list[Chunk]
                 frame = r.frame
                 truth = clip_to_frames(annotations, [frame])
                 found = {rec.name: list(rec.found.get(frame.chunk.seq, [])) for rec in recorders}
-                chunks.append(Chunk(tuple(frame.image.shape), truth, found))
+                rows = frame_rows_per_slice(frame, cfg.spectrogram.hop)
+                chunks.append(Chunk(tuple(frame.image.shape), rows, truth, found))
             print(f"seed {seed}: {len(results)} chunks in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     finally:
         for d in detectors:
@@ -158,7 +165,9 @@ def fit(
                 continue
             boxes = np.array([(d.x0, d.y0, d.x1, d.y1) for d in dets])
             feats.append(
-                calibration_features(boxes, np.array([d.score for d in dets]), c.frame_shape, half_db)
+                calibration_features(
+                    boxes, np.array([d.score for d in dets]), c.frame_shape, half_db, c.rows_per_slice
+                )
             )
             ys.append(match(dets, c.truth, label_aware=False))
     energy = None
@@ -178,7 +187,9 @@ def fit(
                 dets = c.found[name]
                 if dets:
                     boxes = np.array([(d.x0, d.y0, d.x1, d.y1) for d in dets])
-                    f = calibration_features(boxes, np.array([d.score for d in dets]), c.frame_shape, half_db)
+                    f = calibration_features(
+                        boxes, np.array([d.score for d in dets]), c.frame_shape, half_db, c.rows_per_slice
+                    )
                     c.found[name] = [d.replace(score=float(p)) for d, p in zip(dets, energy(f), strict=True)]
 
     # --- 3. fusion maps and α ---------------------------------------------------------------------
@@ -255,9 +266,16 @@ def fit(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seeds", default="500-515", help="validation seeds of the synthesiser, within 500-599")
     p.add_argument(
-        "--rate", default="10e6", help="sample rate(s), S/s, comma-separated, cycled (default 10e6)"
+        "--seeds",
+        default="500-531",
+        help="validation seeds of the synthesiser, within 500-599 (default 500-531)",
+    )
+    p.add_argument(
+        "--rate",
+        default="10e6,20e6,5e6,2.4e6",
+        help="sample rate(s), S/s, comma-separated, cycled over the seeds (default 10e6,20e6,5e6,2.4e6: "
+        "the training rates; the calibration must hold at every rate a user runs)",
     )
     p.add_argument("--duration", type=float, default=1.0, help="seconds per recording (default 1)")
     p.add_argument("--config", default=None, help="rfstream TOML config (default: the built-in defaults)")

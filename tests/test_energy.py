@@ -427,3 +427,41 @@ def test_irregular_short_pulses_are_one_slice_each_and_a_regular_train_is_one_bo
         assert d.t_start_s - slice_s / 2 <= s + 60e-6 <= d.t_stop_s + slice_s / 2
     (train,) = _boxes_on(dets, -4e6, -3e6)
     assert train.t_start_s < 0.022 and train.t_stop_s > 0.118
+
+
+def test_a_carrier_is_one_column_even_under_a_burst():
+    """A 15 dB carrier straddling two columns (the window's main lobe lights both) is boxed one
+    column wide where its power is; a stronger burst across it for 60 ms does not widen its box."""
+    rate, n = 10e6, 2_000_000
+    rng = np.random.default_rng(44)
+    t = np.arange(n) / rate
+    df = rate / 1024
+    f_tone = 1e6 + 0.5 * df  # on a column boundary
+    iq = (rng.normal(size=n) + 1j * rng.normal(size=n)) / np.sqrt(2)
+    iq += np.sqrt(10**1.5 * 4 / 4096) * np.exp(2j * np.pi * f_tone * t)  # 15 dB in one 4096-bin
+    burst = (t > 0.05) & (t < 0.11)
+    iq += burst * _band_noise(rng, n, rate, f_tone - 6 * df, f_tone + 8 * df, 5.0)
+    (frame,) = _default_frames(iq, rate)
+    dets = EnergyDetector().detect(frame)
+    tone = [d for d in dets if d.t_stop_s - d.t_start_s > 0.15]
+    assert len(tone) == 1, [(d.f_low_hz - 100e6, d.t_start_s, d.t_stop_s) for d in dets]
+    (d,) = tone
+    assert d.f_high_hz - d.f_low_hz == pytest.approx(df, rel=0.01)
+    assert d.f_low_hz <= 100e6 + f_tone <= d.f_high_hz
+
+
+def test_an_ook_packet_broken_by_a_run_of_spaces_is_joined():
+    """NRZ on-off keying at 4 kBd: a run of zeros (about 1 ms) breaks the mask in two; the pieces
+    are narrow (a keyed carrier), on one channel and close, so they are one packet again."""
+    rate, n = 10e6, 2_000_000
+    rng = np.random.default_rng(42)
+    bits = rng.integers(0, 2, 400)
+    bits[:4] = 1, 0, 1, 0
+    start = round(0.05 * rate)
+    on = np.zeros(n, bool)
+    sps = round(rate / 4e3)
+    on[start : start + bits.size * sps] = np.repeat(bits, sps).astype(bool)
+    (frame,) = _default_frames(_keyed(rng, n, rate, on, -2e6, -1.98e6, 25.0), rate)
+    boxes = _boxes_on(EnergyDetector().detect(frame), -2e6, -1.98e6)
+    assert len(boxes) == 1, [(d.t_start_s, d.t_stop_s) for d in boxes]
+    assert boxes[0].t_start_s < 0.052 and boxes[0].t_stop_s > 0.148

@@ -66,12 +66,17 @@ default frame) are cut: an OOK packet's marks, a keyed carrier as wide as its ke
 rate, stay one box. Below about 500 bit/s, marks of 4 slices and more are cut apart
 (a limitation).
 
+**Keyed carriers**: boxes narrower than the split's column limit on the same columns, at
+most ``train_gap_slices`` apart, are the pieces of one keyed packet (a run of spaces broke
+the mask) and are joined, whatever their length.
+
 **Pulse trains**: pulses (boxes at most ``pulse_max_slices`` long) that repeat at
 the same frequency (frequency overlap at least half the narrower one) with gaps of
 at most ``train_gap_slices`` are one emission — a radar's or a beacon's train — when
 they repeat at one interval (at least three, three quarters of the intervals within
-20 % of a whole multiple of the median one), and are reported as one box scored by
-their mean, instead of dozens of blips. Pulses at irregular times (ADS-B replies of
+20 % of a whole multiple of the median one) or when they are narrow (a keyed carrier's
+marks), and are reported as one box scored by their mean, instead of dozens of blips.
+Pulses at irregular times (ADS-B replies of
 different aircraft) stay one box each, and every lone pulse box, smeared by the STFT
 window over up to ``pulse_max_slices``, becomes one slice tall about the row centroid
 of its excess power: where the pulse is.
@@ -79,6 +84,10 @@ of its excess power: where the pulse is.
 **Box edges** are then trimmed to where the box's mean profile along each axis
 (unsmoothed image minus the floor) reaches ``edge_fraction`` of its peak, which
 undoes the spread that smoothing, growing and closing add around strong signals.
+A carrier's box (at least ``carrier_fraction`` of the frame tall) takes the median
+over its rows for its column profile, so a burst across it does not widen it; a box
+at most two columns wide (a carrier narrower than a column, whose window main lobe
+lights the two columns it straddles) becomes one column about its power centroid.
 
 **Score**: the component's mean SNR in dB (mean over its pixels of the raw image
 above the floor, times the image's dB per unit) mapped monotonically onto
@@ -87,7 +96,7 @@ approaching 1 for strong signals.
 
 **Calibration**: the detector publishes the probability that a box is a real signal, not the
 raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
-SNR, its logarithm, the logarithms of its width in columns and of its height in rows (short blobs
+SNR, its logarithm, the logarithms of its width in columns and of its length in STFT slices (short blobs
 of noise and long bursts of signal differ most there), height as a share of the frame, and how much it looks like a
 narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
 ``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
@@ -550,7 +559,7 @@ class EnergyProposer:
         if o.edge_fraction > 0 and boxes.shape[0]:
             # The score is the mean over the trimmed box: the component itself carries the
             # noise pixels that smoothing and closing added around narrow signals.
-            boxes, mean = _trim_edges(residual, boxes, o.edge_fraction)
+            boxes, mean = _trim_edges(residual, boxes, o.edge_fraction, o.carrier_fraction * h)
         if o.split_gap_slices > 0 and boxes.shape[0]:
             boxes, mean = _split_in_time(
                 residual,
@@ -565,12 +574,19 @@ class EnergyProposer:
                 min_columns=SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop),
                 edge_fraction=o.edge_fraction,
             )
+        keyed_cols = SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop)
         if o.train_gap_slices > 0 and boxes.shape[0] > 1:
+            boxes, mean = _join_keyed(boxes, mean, keyed_cols=keyed_cols, max_gap=o.train_gap_slices * rows)
             boxes, mean = _group_pulse_trains(
-                boxes, mean, max_rows=o.pulse_max_slices * rows, max_gap=o.train_gap_slices * rows
+                boxes,
+                mean,
+                max_rows=o.pulse_max_slices * rows,
+                max_gap=o.train_gap_slices * rows,
+                keyed_cols=keyed_cols,
             )
         if boxes.shape[0]:
             boxes = _narrow_pulses(residual, boxes, o.pulse_max_slices * rows, rows)
+            boxes = _narrow_lines(residual, boxes)
         snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
         # Best first; ties broken by position so the output does not depend on label numbering.
@@ -655,7 +671,13 @@ class EnergyDetector:
             boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
         else:
             boxes, raw = self.proposer.for_frame(frame, 0.0)
-            feats = calibration_features(boxes, raw, frame.image.shape, self.options.score_half_db)
+            feats = calibration_features(
+                boxes,
+                raw,
+                frame.image.shape,
+                self.options.score_half_db,
+                frame_rows_per_slice(frame, self.options.hop),
+            )
             scores = self.calibration(feats)
             keep = np.flatnonzero(scores >= self.score_threshold)
             keep = keep[np.argsort(-scores[keep], kind="stable")]
@@ -670,7 +692,7 @@ ENERGY_FEATURES = (
     "snr_10db",
     "log_snr",
     "log2_width_cols",
-    "log2_height_rows",
+    "log2_height_slices",
     "height_share",
     "tall_narrow",
     "bias",
@@ -678,18 +700,24 @@ ENERGY_FEATURES = (
 
 
 def calibration_features(
-    boxes: np.ndarray, raw_scores: np.ndarray, frame_shape: tuple[int, ...], score_half_db: float
+    boxes: np.ndarray,
+    raw_scores: np.ndarray,
+    frame_shape: tuple[int, ...],
+    score_half_db: float,
+    rows_per_slice: float = 1.0,
 ) -> np.ndarray:
     """Features of the energy detector's boxes for its calibration (:data:`ENERGY_FEATURES`).
 
-    ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``.
+    ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``;
+    ``rows_per_slice``: the frame's (:func:`frame_rows_per_slice`), so that a box's length counts
+    its independent STFT slices at any sample rate.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.clip(np.asarray(raw_scores, dtype=np.float64), 0.0, 1.0 - 1e-6)
     snr = np.clip(score_half_db * s / (1.0 - s), 0.0, 60.0)
     height, width = float(frame_shape[0]), float(frame_shape[1])
     cols = np.maximum(boxes[:, 2] - boxes[:, 0], 1.0) * (1024.0 / width)  # in 1024-column units
-    rows = np.maximum(boxes[:, 3] - boxes[:, 1], 1.0) * (1024.0 / height)  # in 1024-row units
+    slices = np.maximum((boxes[:, 3] - boxes[:, 1]) / max(float(rows_per_slice), 1.0), 1.0)
     share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
     tall_narrow = (share >= 0.9) / cols
     return np.stack(
@@ -697,7 +725,7 @@ def calibration_features(
             snr / 10.0,
             np.log1p(snr),
             np.log2(cols) / 10.0,
-            np.log2(rows) / 10.0,
+            np.log2(slices) / 10.0,
             share,
             tall_narrow,
             np.ones_like(snr),
@@ -750,7 +778,9 @@ def _bounding_boxes(ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, kept: np.nd
     return np.stack([x0, y0, x1 + 1, y1 + 1], axis=1).astype(np.float64)  # x1, y1: one past the last
 
 
-def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def _trim_edges(
+    residual: np.ndarray, boxes: np.ndarray, fraction: float, tall_rows: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Pull each box's edges in to the first/last row and column whose mean over the box reaches
     ``fraction`` of the profile's peak (``residual``: the unsmoothed image minus its floor);
     also return the mean of ``residual`` over each trimmed box.
@@ -758,6 +788,8 @@ def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tup
     Smoothing and closing spread a strong signal's component by a pixel or more on each side,
     which matters for narrow carriers and short pulses; averaging the raw image along the
     other axis of the box makes the profile quiet enough to find the true edge. Only trims.
+    A box at least ``tall_rows`` tall (a carrier) takes its column profile as the *median* over
+    its rows: a burst that touches the carrier for a while does not widen the carrier's box.
     """
     out = boxes.copy()
     mean = np.empty(boxes.shape[0])
@@ -765,7 +797,8 @@ def _trim_edges(residual: np.ndarray, boxes: np.ndarray, fraction: float) -> tup
         region = residual[y0:y1, x0:x1]
         # Frequency first, then time over the kept columns only, so a narrow carrier's time
         # profile is not diluted by the noise columns that smoothing added beside it.
-        lo, hi = _trim_profile(region, 0, fraction)
+        robust = tall_rows is not None and y1 - y0 >= tall_rows
+        lo, hi = _trim_profile(region, 0, fraction, median=robust)
         out[i, 0], out[i, 2] = x0 + lo, x0 + hi
         region = region[:, lo:hi]
         lo, hi = _trim_profile(region, 1, fraction)
@@ -808,38 +841,34 @@ def _split_in_time(
     a noisy row is not a gap. A piece shorter than ``min_rows`` is dropped; each piece's edges
     are trimmed again (:func:`_trim_edges`), as the whole box's were.
     """
-    out_boxes: list[np.ndarray] = []
-    out_mean: list[float] = []
+    keep = np.ones(boxes.shape[0], dtype=bool)
+    pieces_out: list[tuple[int, int, int, int]] = []
     gap = max(1, round(min_gap))
     min_piece = max(1, round(min_piece_rows))
     for i, (x0, y0, x1, y1) in enumerate(boxes.astype(np.int64).tolist()):
         if y1 - y0 < 2 * min_rows + gap or x1 - x0 < min_columns:
-            out_boxes.append(boxes[i])
-            out_mean.append(float(mean[i]))
             continue
         profile = residual[y0:y1, x0:x1].mean(axis=1)
         noise = sigma / math.sqrt(max(1, x1 - x0))
-        on = float(np.percentile(profile, 90))
+        k90 = int(0.9 * (profile.size - 1))
+        on = float(np.partition(profile, k90)[k90])
         if on < SPLIT_MIN_SIGMAS * noise:
-            out_boxes.append(boxes[i])
-            out_mean.append(float(mean[i]))
             continue
         on_rows = profile >= min(fraction * on, SPLIT_OFF_SIGMAS * noise)
         pieces = _bursts(_runs(on_rows, gap), min_piece)
         if len(pieces) == 1:
-            out_boxes.append(boxes[i])
-            out_mean.append(float(mean[i]))
             continue
-        for a, b in pieces:
-            if b - a < min_rows:
-                continue
-            piece = np.array([[x0, y0 + a, x1, y0 + b]], dtype=np.float64)
-            trimmed, m = _trim_edges(residual, piece, edge_fraction) if edge_fraction > 0 else (piece, None)
-            out_boxes.append(trimmed[0])
-            out_mean.append(float(m[0]) if m is not None else float(residual[y0 + a : y0 + b, x0:x1].mean()))
-    if not out_boxes:
-        return np.zeros((0, 4)), np.zeros(0)
-    return np.stack(out_boxes), np.asarray(out_mean)
+        keep[i] = False
+        pieces_out.extend((x0, y0 + a, x1, y0 + b) for a, b in pieces if b - a >= min_rows)
+    if not pieces_out:
+        return boxes[keep], mean[keep]
+    # every piece's edges trimmed again, as the whole boxes' were, in one pass
+    cut = np.array(pieces_out, dtype=np.float64)
+    if edge_fraction > 0:
+        cut, cut_mean = _trim_edges(residual, cut, edge_fraction)
+    else:
+        cut_mean = np.array([float(residual[y0:y1, x0:x1].mean()) for x0, y0, x1, y1 in pieces_out])
+    return np.concatenate([boxes[keep], cut]), np.concatenate([mean[keep], cut_mean])
 
 
 def _runs(on: np.ndarray, min_gap: int) -> list[tuple[int, int]]:
@@ -872,14 +901,14 @@ def _last_run_start(runs: list[tuple[int, int]], stop: int) -> int:
     return next(a for a, b in runs if b == stop)
 
 
-def _trim_profile(region: np.ndarray, axis: int, fraction: float) -> tuple[int, int]:
-    """First and one-past-last index (along the other axis) of the mean profile over ``axis``
-    that reaches ``fraction`` of its peak. The peak is that of the profile's 3-step running
-    mean, so one noisy step cannot set it, while a one-step-wide signal still does."""
+def _trim_profile(region: np.ndarray, axis: int, fraction: float, median: bool = False) -> tuple[int, int]:
+    """First and one-past-last index (along the other axis) of the mean (or ``median``) profile
+    over ``axis`` that reaches ``fraction`` of its peak. The peak is that of the profile's 3-step
+    running mean, so one noisy step cannot set it, while a one-step-wide signal still does."""
     n = region.shape[1 - axis]
     if region.shape[axis] < 3:
         return 0, n  # one or two pixels per step is too noisy to trim by
-    profile = region.mean(axis=axis)
+    profile = np.median(region, axis=axis) if median else region.mean(axis=axis)
     peak = (
         float(np.convolve(profile, np.full(3, 1 / 3), mode="same").max()) if n >= 3 else float(profile.max())
     )
@@ -952,8 +981,45 @@ def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> No
             combine(out[:, dst], src[:, take], out=out[:, dst])
 
 
+def _join_keyed(
+    boxes: np.ndarray, mean: np.ndarray, *, keyed_cols: float, max_gap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join the pieces of a keyed carrier: boxes narrower than ``keyed_cols`` (a carrier keyed on
+    and off is about as wide as its keying rate) on the same columns (overlap at least half the
+    narrower) and at most ``max_gap`` rows apart are the marks of one packet, which a run of
+    spaces broke into pieces. Greedy in time order, like :func:`_group_pulse_trains`; the joined
+    box's mean is the pieces' mean weighted by their rows. Other boxes pass."""
+    narrow = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) < keyed_cols)
+    if narrow.size < 2:
+        return boxes, mean
+    narrow = narrow[np.argsort(boxes[narrow, 1], kind="stable")]
+    groups: list[list[int]] = []
+    spans: list[np.ndarray] = []
+    for i in narrow.tolist():
+        x0, y0, x1, y1 = boxes[i]
+        for members, span in zip(groups, spans, strict=True):
+            overlap = min(x1, span[2]) - max(x0, span[0])
+            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and 0 <= y0 - span[3] <= max_gap:
+                members.append(i)
+                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
+                break
+        else:
+            groups.append([i])
+            spans.append(boxes[i].copy())
+    if len(groups) == narrow.size:
+        return boxes, mean
+    rows = boxes[:, 3] - boxes[:, 1]
+    keep = np.ones(boxes.shape[0], dtype=bool)
+    keep[narrow] = False
+    joined_mean = [float(np.average(mean[m], weights=np.maximum(rows[m], 1e-9))) for m in groups]
+    return (
+        np.concatenate([boxes[keep], np.array(spans).reshape(-1, 4)]),
+        np.concatenate([mean[keep], np.asarray(joined_mean)]),
+    )
+
+
 def _group_pulse_trains(
-    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float
+    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float, keyed_cols: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join pulses that repeat at one frequency into one box per train (see the module docstring).
 
@@ -978,10 +1044,11 @@ def _group_pulse_trains(
         else:
             trains.append([i])
             spans.append(boxes[i].copy())
-    # Only a regular train is one emission (a radar's pulses at its repetition interval); pulses
-    # at irregular times (ADS-B replies of different aircraft, OOK bits of different remotes)
-    # stay one box each.
-    regular = [_regular(boxes[m, 1]) for m in trains]
+    # A wide pulse train is one emission only where it is regular (a radar's pulses at its
+    # repetition interval); wide pulses at irregular times (ADS-B replies of different aircraft)
+    # stay one box each. Narrow pulses (under ``keyed_cols`` columns: a carrier keyed on and off,
+    # as wide as its keying rate) are the marks of one packet whatever their timing: data.
+    regular = [_regular(boxes[m, 1]) or float(np.max(boxes[m, 2] - boxes[m, 0])) < keyed_cols for m in trains]
     alone = [i for m, r in zip(trains, regular, strict=True) if not r for i in m]
     trains = [m for m, r in zip(trains, regular, strict=True) if r]
     spans = [s for s, r in zip(spans, regular, strict=True) if r]
@@ -1009,6 +1076,23 @@ def _regular(starts: np.ndarray) -> bool:
     ratio = steps / median
     near = (np.abs(ratio - np.round(ratio)) <= TRAIN_JITTER) & (np.round(ratio) >= 1)
     return float(np.mean(near)) >= TRAIN_REGULAR_SHARE
+
+
+def _narrow_lines(residual: np.ndarray, boxes: np.ndarray, max_cols: float = 2.0) -> np.ndarray:
+    """A box at most ``max_cols`` wide is a carrier narrower than a column that the window's main
+    lobe spread over the two columns it straddles: its box becomes one column about the column
+    centroid of its excess power (as the frame detector's decoder does, ``decode.refine_box``)."""
+    out = boxes.copy()
+    width = boxes[:, 2] - boxes[:, 0]
+    for i in np.flatnonzero((width <= max_cols) & (width > 1.0)).tolist():
+        x0, y0, x1, y1 = boxes[i].astype(np.int64).tolist()
+        profile = np.clip(residual[y0:y1, x0:x1].mean(axis=0), 0.0, None)
+        if profile.sum() <= 0:
+            continue
+        centre = x0 + 0.5 + float(np.dot(np.arange(profile.size), profile) / profile.sum())
+        lo = min(max(centre - 0.5, float(x0)), float(x1) - 1.0)
+        out[i, 0], out[i, 2] = lo, lo + 1.0
+    return out
 
 
 def _narrow_pulses(residual: np.ndarray, boxes: np.ndarray, max_rows: float, rows: float) -> np.ndarray:
