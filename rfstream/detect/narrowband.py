@@ -237,6 +237,19 @@ def _moving_mean(x: np.ndarray, width: int) -> np.ndarray:
     return (c[width:] - c[:-width]) / width
 
 
+def _frequency_deviation(
+    z: np.ndarray, power: np.ndarray, floor: float, lag: int, fs_out: float
+) -> tuple[np.ndarray, bool]:
+    """Instantaneous frequency (Hz) from phase steps over ``lag`` samples, strong samples only,
+    less each piece's own mean: a carrier drifting from piece to piece is not modulation."""
+    step = np.angle(z[:, lag:] * np.conj(z[:, :-lag])) * fs_out / (2.0 * np.pi * lag)
+    strong = (power[:, lag:] > floor) & (power[:, :-lag] > floor)
+    count = strong.sum(axis=1)
+    mean = np.where(strong, step, 0.0).sum(axis=1) / np.maximum(count, 1)
+    dev = (step - mean[:, None])[strong]
+    return dev, dev.shape[0] >= 16
+
+
 def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None:
     """The :data:`FEATURES` of one channel read as ``(k, m)`` pieces (see the module docstring).
 
@@ -282,11 +295,9 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
     mid_frac = float(((env > 0.3) & (env < 0.7)).mean())
     top_frac = float((env > 0.85).mean())
 
-    prod = (z[:, 1:] * np.conj(z[:, :-1])).ravel()
-    strong = ((p2[:, 1:] > 0.25 * top**2) & (p2[:, :-1] > 0.25 * top**2)).ravel()
-    if strong.sum() >= 16:
-        inst = np.angle(prod[strong]) * fs_out / (2.0 * np.pi)
-        dev = inst - inst.mean()
+    floor = 0.25 * top**2
+    dev, ok = _frequency_deviation(z, p2, floor, 1, fs_out)
+    if ok:
         var = float(dev.var())
         spread = math.log10(math.sqrt(var) / width_hz + 1e-3)
         kurt = float(np.clip((dev**4).mean() / var**2 if var > 0 else 0.0, 0.0, 20.0))
@@ -294,13 +305,8 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
         spread, kurt = -3.0, 0.0
     # The same spread from phase steps over LAG samples: audio-rate FM and FSK keep it, while
     # white frequency noise (the receiver's noise, an oscillator's phase noise) averages down.
-    prod_lag = (z[:, LAG:] * np.conj(z[:, :-LAG])).ravel()
-    strong_lag = ((p2[:, LAG:] > 0.25 * top**2) & (p2[:, :-LAG] > 0.25 * top**2)).ravel()
-    if strong_lag.sum() >= 16 and spread > -3.0:
-        inst = np.angle(prod_lag[strong_lag]) * fs_out / (2.0 * np.pi * LAG)
-        lag_spread = math.log10(float(inst.std()) / width_hz + 1e-3)
-    else:
-        lag_spread = spread
+    dev_lag, ok_lag = _frequency_deviation(z, p2, floor, LAG, fs_out)
+    lag_spread = math.log10(float(dev_lag.std()) / width_hz + 1e-3) if ok and ok_lag else spread
 
     sig = np.clip(np.fft.fftshift(np.where(in_seg, seg_power - n0_seg, 0.0), axes=1), 0.0, None)
     sig_total = float(sig.sum()) or 1e-30
