@@ -41,7 +41,8 @@ Features, on the pieces (spectra are taken per piece, never across a jump in tim
   ``top_frac`` (time above 85 %);
 - instantaneous frequency from phase differences, strong samples only (the noise
   makes the phase of weak ones meaningless): ``log10`` of its spread over the box
-  width and its kurtosis (bimodal for 2-FSK, near Gaussian for voice FM); the same
+  width, about each piece's own mean (drift between pieces is not modulation), and
+  its kurtosis (bimodal for 2-FSK, near Gaussian for voice FM); the same
   spread from phase steps over ``LAG`` samples, and its ratio to the first (audio-rate
   FM keeps its spread, white frequency noise — the receiver's, or an oscillator's
   phase noise — averages down);
