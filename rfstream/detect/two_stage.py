@@ -210,8 +210,9 @@ class TwoStageDetector:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
         probs = self.classify(frame.host_image(), boxes, fill=frame.noise_floor)
+        measured = np.zeros(len(boxes), dtype=bool)
         if self.narrowband is not None:
-            probs = self.with_narrowband(frame, boxes, probs)
+            probs, measured = self.with_narrowband(frame, boxes, probs)
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
@@ -227,22 +228,27 @@ class TwoStageDetector:
             if self.labels_kept and label not in self.labels_kept:
                 continue
             x0, y0, x1, y1 = boxes[i].tolist()
-            out.append(
-                frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
-            )
+            d = frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
+            if measured[i] and label in NARROW_CLASSES:
+                d = d.replace(label_source="iq")
+            out.append(d)
         return out
 
-    def with_narrowband(self, frame: Frame, boxes: np.ndarray, probs: np.ndarray) -> np.ndarray:
-        """The crop probabilities with the IQ classifier's split on narrow boxes (step 4 above)."""
+    def with_narrowband(
+        self, frame: Frame, boxes: np.ndarray, probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The crop probabilities with the IQ classifier's split on narrow boxes (step 4 above), and
+        which boxes took it."""
         o = self.options
         b = np.asarray(boxes, dtype=np.float64)
         width_hz = (b[:, 2] - b[:, 0]) * frame.df_hz
         candidate = width_hz <= o.narrowband_max_width_hz
         if self._unknown >= 0 and not o.keep_unknown:
             candidate &= probs.argmax(axis=1) != self._unknown  # dropped anyway: not worth reading
+        measured = np.zeros(len(b), dtype=bool)
         rows = np.flatnonzero(candidate)[: o.narrowband_max_boxes]
         if len(rows) == 0:
-            return probs
+            return probs, measured
         phys = np.array([frame.to_physical(*b[i]) for i in rows])
         chunk = frame.chunk
         iq_probs, _ = self.narrowband.classify_boxes(  # type: ignore[union-attr]
@@ -250,7 +256,7 @@ class TwoStageDetector:
         )
         sure = iq_probs[:, :-1].max(axis=1) >= o.narrowband_confidence
         if not sure.any():
-            return probs
+            return probs, measured
         rows, iq_probs = rows[sure], iq_probs[sure]
         out = probs.copy()
         p = out[rows]
@@ -261,7 +267,8 @@ class TwoStageDetector:
         p[:, self._narrow_cols] = signal[:, None] * iq_probs[:, :-1]
         p[:, self._other_cols] = (signal * iq_probs[:, -1])[:, None] * share
         out[rows] = p
-        return out
+        measured[rows] = True
+        return out, measured
 
     def close(self) -> None:
         self.classifier.close()  # the proposer is shared, not ours: the registry's detectors close it
