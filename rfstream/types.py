@@ -72,6 +72,10 @@ class Detection:
     alternatives: tuple[tuple[str, float], ...] = ()  # runner-up labels and their probabilities
     group_id: int = -1  # boxes of one emitter's train (hops, pulses) share it within a chunk; -1: none
     low_confidence: bool = False  # below the operating threshold (kept only where merge asks)
+    # Where the label came from: "" a model's reading of the image; "iq" measured on the samples
+    # (rfstream.detect.narrowband: a narrow box named tone/am/fm/ook from its modulation), which
+    # fusion lets outvote the image models on that box. Not on the wire.
+    label_source: str = ""
 
     def __post_init__(self) -> None:
         if not self.found_by:

@@ -32,6 +32,7 @@ def test_fits_a_fusion_file_the_pipeline_uses(tmp_path):
     assert model.energy is not None and tuple(model.energy.features) == ENERGY_FEATURES
     assert 0.0 < model.threshold < 1.0 and 0.0 <= model.agreement_weight <= 1.0
     assert model.fitted_on["seeds"] == [500] and model.fitted_on["energy"]["boxes"] > 0
+    assert model.fitted_on["fusion"]["threshold_rule"] == "max F1"
     stage = make_merge(load_config(overrides={"merge.fusion_file": str(out)}).merge)
     assert isinstance(stage, Fuser) and stage.threshold == model.threshold
 
@@ -40,4 +41,11 @@ def test_fits_a_fusion_file_the_pipeline_uses(tmp_path):
 def test_refuses_seeds_outside_the_validation_range(seeds):
     proc = fit("--seeds", seeds, timeout=120)
     assert proc.returncode == 2 and "not validation seeds" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("value", ["1.5", "-0.1", "1"])
+def test_refuses_a_target_precision_outside_0_1(value):
+    proc = fit("--target-precision", value, timeout=120)
+    assert proc.returncode == 2 and "--target-precision" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -235,3 +235,17 @@ def test_a_relative_fusion_file_in_a_config_file_lives_beside_it(tmp_path, monke
     monkeypatch.chdir(tmp_path)  # not the config's folder
     cfg = load_config(conf)
     assert make_merge(cfg.merge).threshold == 0.55
+
+
+def test_a_label_measured_on_the_samples_outvotes_the_image_models():
+    """A narrow box: the frame detector reads 'tone' from the image (it cannot tell AM from a tone
+    in one column), the two-stage detector measured AM on the IQ. AM wins, whatever the scores; the
+    image's guess is not even an alternative. Without the measurement the stronger vote wins."""
+    f0, f1 = 100e6, 100.01e6
+    frame_tone = det(f0, f1, 0.0, 0.2, 0.9, "tone", "frame")
+    measured_am = det(f0, f1, 0.0, 0.2, 0.5, "am", "classifier").replace(label_source="iq")
+    (out,) = Fuser(threshold=0.0).fuse([frame_tone, measured_am])
+    assert out.label == "am" and out.alternatives == ()
+    assert set(out.found_by) == {"frame", "classifier"}
+    (out,) = Fuser(threshold=0.0).fuse([frame_tone, measured_am.replace(label_source="")])
+    assert out.label == "tone" and [lbl for lbl, _ in out.alternatives] == ["am"]

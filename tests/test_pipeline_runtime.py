@@ -171,6 +171,7 @@ def test_a_failing_sink_ends_the_run_with_its_error_and_every_sink_is_closed(pip
 def test_a_stage_that_fails_ends_the_run_with_its_error_and_exact_accounting():
     cfg = _cfg()
     source = Counted(40)
+    earlier = set(threading.enumerate())  # other tests' threads are not this pipeline's to end
     pipeline = Pipeline(cfg, source, [_energy(cfg)], lossless=True, threads=plan(2, detectors=1))
     real = pipeline.tracker.update
     calls = []
@@ -191,7 +192,8 @@ def test_a_stage_that_fails_ends_the_run_with_its_error_and_exact_accounting():
     assert s["in_flight"] == 0 and s["received"] == s["processed"] + s["shed"]
     assert h["chunks"]["processed"] == 4  # the chunks before the failure were published
     assert source.taken < 40  # the source stopped
-    assert not [t for t in threading.enumerate() if t.name.startswith("rfstream-") and t.is_alive()]
+    ours = [t for t in threading.enumerate() if t not in earlier]
+    assert not [t for t in ours if t.name.startswith("rfstream-") and t.is_alive()]
 
 
 def test_stop_drains_every_stage_and_ends_with_exact_accounting():

@@ -981,31 +981,38 @@ def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> No
             combine(out[:, dst], src[:, take], out=out[:, dst])
 
 
+def _chain(boxes: np.ndarray, which: np.ndarray, max_gap: float) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Chain boxes ``which`` in time order: each joins the first chain it overlaps in frequency
+    by at least half the narrower of the two and follows (starts) within ``max_gap`` rows of its
+    end. Returns the chains (box indices) and their spans (``x0, y0, x1, y1``)."""
+    chains: list[list[int]] = []
+    spans: list[np.ndarray] = []
+    for i in which[np.argsort(boxes[which, 1], kind="stable")].tolist():
+        x0, y0, x1, y1 = boxes[i]
+        for members, span in zip(chains, spans, strict=True):
+            overlap = min(x1, span[2]) - max(x0, span[0])
+            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and y0 - span[3] <= max_gap:
+                members.append(i)
+                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
+                break
+        else:
+            chains.append([i])
+            spans.append(boxes[i].copy())
+    return chains, spans
+
+
 def _join_keyed(
     boxes: np.ndarray, mean: np.ndarray, *, keyed_cols: float, max_gap: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join the pieces of a keyed carrier: boxes narrower than ``keyed_cols`` (a carrier keyed on
     and off is about as wide as its keying rate) on the same columns (overlap at least half the
     narrower) and at most ``max_gap`` rows apart are the marks of one packet, which a run of
-    spaces broke into pieces. Greedy in time order, like :func:`_group_pulse_trains`; the joined
+    spaces broke into pieces. Chained in time order (:func:`_chain`); the joined
     box's mean is the pieces' mean weighted by their rows. Other boxes pass."""
     narrow = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) < keyed_cols)
     if narrow.size < 2:
         return boxes, mean
-    narrow = narrow[np.argsort(boxes[narrow, 1], kind="stable")]
-    groups: list[list[int]] = []
-    spans: list[np.ndarray] = []
-    for i in narrow.tolist():
-        x0, y0, x1, y1 = boxes[i]
-        for members, span in zip(groups, spans, strict=True):
-            overlap = min(x1, span[2]) - max(x0, span[0])
-            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and 0 <= y0 - span[3] <= max_gap:
-                members.append(i)
-                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
-                break
-        else:
-            groups.append([i])
-            spans.append(boxes[i].copy())
+    groups, spans = _chain(boxes, narrow, max_gap)
     if len(groups) == narrow.size:
         return boxes, mean
     rows = boxes[:, 3] - boxes[:, 1]
@@ -1023,27 +1030,12 @@ def _group_pulse_trains(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Join pulses that repeat at one frequency into one box per train (see the module docstring).
 
-    Greedy in time order: a pulse joins the first open train it overlaps in frequency by at
-    least half the narrower of the two and follows within ``max_gap`` rows. Other boxes pass.
+    Pulses are chained in time order (:func:`_chain`); other boxes pass.
     """
     short = (boxes[:, 3] - boxes[:, 1]) <= max_rows
     if np.count_nonzero(short) < 2:
         return boxes, mean
-    pulses = np.flatnonzero(short)
-    pulses = pulses[np.argsort(boxes[pulses, 1], kind="stable")]
-    trains: list[list[int]] = []
-    spans: list[np.ndarray] = []  # x0, y0, x1, y1 of each train so far
-    for i in pulses:
-        x0, y0, x1, y1 = boxes[i]
-        for members, span in zip(trains, spans, strict=True):
-            overlap = min(x1, span[2]) - max(x0, span[0])
-            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and y0 - span[3] <= max_gap:
-                members.append(i)
-                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
-                break
-        else:
-            trains.append([i])
-            spans.append(boxes[i].copy())
+    trains, spans = _chain(boxes, np.flatnonzero(short), max_gap)
     # A wide pulse train is one emission only where it is regular (a radar's pulses at its
     # repetition interval); wide pulses at irregular times (ADS-B replies of different aircraft)
     # stay one box each. Narrow pulses (under ``keyed_cols`` columns: a carrier keyed on and off,

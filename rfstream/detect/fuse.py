@@ -17,7 +17,9 @@ keeps the older class-aware NMS of :mod:`rfstream.detect.nms`). For one chunk:
    independent pair would. A Platt map fitted on validation data (``presence`` in the fusion
    file) makes it a calibrated probability.
 3. **Label** by score-weighted vote: each detector votes for each label it gave in the cluster
-   with its best score for that label; ``share(L) = votes(L) / Σ votes``. The box takes the
+   with its best score for that label (where a member's label was measured on the samples,
+   ``label_source = "iq"``, a narrow box named from its modulation, only such labels vote: the image
+   models cannot tell a tone from AM or FM in one column); ``share(L) = votes(L) / Σ votes``. The box takes the
    label with most votes (``unknown`` only when no detector labelled it); ``score`` =
    presence × share(label), through a second fitted Platt map (``score``): the probability
    that the box is a real signal *of that label* (a box no detector labelled is ``unknown``,
@@ -198,9 +200,12 @@ def cluster_evidence(members: Sequence[Detection], group_of: Mapping[str, str], 
     )
     best_by_detector: dict[str, float] = {}
     votes: dict[tuple[str, str], float] = {}
+    # a label measured on the samples (a narrow box's modulation) outvotes labels read from the
+    # image, which cannot resolve a tone from AM or FM in one column
+    measured = any(d.label_source == "iq" for d in members)
     for d in members:
         best_by_detector[d.detector] = max(best_by_detector.get(d.detector, 0.0), d.score)
-        if d.label != WILDCARD_LABEL:
+        if d.label != WILDCARD_LABEL and (d.label_source == "iq" or not measured):
             key = (d.detector, d.label)
             votes[key] = max(votes.get(key, 0.0), d.score)
     by_group: dict[str, float] = {}

@@ -27,6 +27,23 @@
      calibration's operating threshold, or the model's default, unless the
      config sets one) are dropped, then ``labels`` (kept labels) filters.
 
+4. Narrow boxes (``narrowband = true``, the default): a CW carrier, AM and
+   narrowband FM voice and an OOK sensor packet all draw the same one- to
+   three-column stripe, which no crop can tell apart, but the IQ can. For up to
+   ``narrowband_max_boxes`` proposals per frame no wider than
+   ``narrowband_max_width_hz`` (and not called background by the crop
+   classifier), :class:`rfstream.detect.narrowband.NarrowbandClassifier` reads
+   the chunk's samples over the box and gives probabilities over tone, am, fm,
+   ook and *other*. Where it names one of the four with at least
+   ``narrowband_confidence``, it takes over the split: of the crop classifier's
+   signal mass ``1 − p(unknown)``, tone/am/fm/ook get their IQ probabilities and
+   the IQ classifier's *other* share is divided among the remaining labels (fsk,
+   psk, ...) in the crop classifier's proportions; ``p(unknown)`` stays the crop
+   classifier's. Otherwise (noise, a weak or short box, or "other") the crop
+   classifier's probabilities stand. This runs before the score and the
+   calibration, so the published score is that of the combined label. On a GPU
+   only the boxes' samples are copied to the host.
+
 The proposal stage keeps its own settings (``options.energy`` table); no
 energy threshold is applied to the proposals, so the classifier, not the
 energy score, decides.
@@ -42,10 +59,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rfstream.detect.base import BatchModel, Proposer, at_least, in_range
+from rfstream.detect.base import BatchModel, Proposer, at_least, in_range, positive
 from rfstream.detect.crops import extract_crops
 from rfstream.detect.decode import model_threshold
 from rfstream.detect.models import ModelMetadata, read_metadata
+from rfstream.detect.narrowband import CLASSES as NARROW_CLASSES
+from rfstream.detect.narrowband import NarrowbandClassifier, NarrowbandOptions
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
@@ -66,6 +85,16 @@ class TwoStageOptions:
     keep_unknown: bool = False  # keep proposals the classifier calls background, labelled "unknown"
     max_proposals: int = field(default=64, metadata=at_least(1, "most crops classified per frame", high=4096))
     pad_frac: float = field(default=0.15, metadata=in_range(0.0, 2.0, "crop padding, fraction of the box"))
+    narrowband: bool = True  # name narrow boxes from the IQ (tone/am/fm/ook), see step 4 above
+    narrowband_max_width_hz: float = field(
+        default=40e3, metadata=positive("widest box the IQ classifier reads, Hz", high=1e9)
+    )
+    narrowband_max_boxes: int = field(
+        default=16, metadata=at_least(1, "most narrow boxes read from the IQ per frame", high=4096)
+    )
+    narrowband_confidence: float = field(
+        default=0.6, metadata=in_range(0.0, 1.0, "IQ probability needed to take over the label")
+    )
 
 
 def combine_scores(energy: np.ndarray, prob: np.ndarray, class_weight: float) -> np.ndarray:
@@ -133,6 +162,19 @@ class TwoStageDetector:
         self._size = meta.input_size[0]
         self._labels = np.array(meta.labels, dtype=object)
         self._unknown = meta.labels.index("unknown") if "unknown" in meta.labels else -1
+        self.narrowband: NarrowbandClassifier | None = None
+        if options.narrowband and all(c in meta.labels for c in NARROW_CLASSES[:-1]):
+            self.narrowband = NarrowbandClassifier(
+                NarrowbandOptions(max_width_hz=options.narrowband_max_width_hz)
+            )
+            # Crop-classifier columns of tone, am, fm, ook (the IQ classifier's order), and of
+            # the labels its "other" stands for.
+            self._narrow_cols = np.array([meta.labels.index(c) for c in NARROW_CLASSES[:-1]])
+            other = np.ones(len(meta.labels), dtype=bool)
+            other[self._narrow_cols] = False
+            if self._unknown >= 0:
+                other[self._unknown] = False
+            self._other_cols = np.flatnonzero(other)
 
     def warmup(self, frame_shape: tuple[int, int]) -> None:
         """Warm the energy stage and run the classifier once on a small batch (checks its output)."""
@@ -147,6 +189,10 @@ class TwoStageDetector:
                 f"detector {self.name!r}: classifier output is {list(probs.shape)}, expected "
                 f"[N, {len(self.meta.labels)}] (one probability per label)"
             )
+        if self.narrowband is not None:  # the first frame should not pay for first calls
+            rng = np.random.default_rng(0)
+            iq = (rng.standard_normal(1 << 17) + 1j * rng.standard_normal(1 << 17)).astype(np.complex64)
+            self.narrowband.classify_boxes(iq, 1e6, 0.0, 0.0, np.array([[0.0, 0.1, -5e3, 5e3]]))
 
     def classify(self, image: Any, boxes: np.ndarray, fill: float | None = None) -> np.ndarray:
         """Class probabilities ``[N, C]`` of the boxes of one host image (one batched call).
@@ -164,6 +210,9 @@ class TwoStageDetector:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
         probs = self.classify(frame.host_image(), boxes, fill=frame.noise_floor)
+        measured = np.zeros(len(boxes), dtype=bool)
+        if self.narrowband is not None:
+            probs, measured = self.with_narrowband(frame, boxes, probs)
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
@@ -179,10 +228,47 @@ class TwoStageDetector:
             if self.labels_kept and label not in self.labels_kept:
                 continue
             x0, y0, x1, y1 = boxes[i].tolist()
-            out.append(
-                frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
-            )
+            d = frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
+            if measured[i] and label in NARROW_CLASSES:
+                d = d.replace(label_source="iq")
+            out.append(d)
         return out
+
+    def with_narrowband(
+        self, frame: Frame, boxes: np.ndarray, probs: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The crop probabilities with the IQ classifier's split on narrow boxes (step 4 above), and
+        which boxes took it."""
+        o = self.options
+        b = np.asarray(boxes, dtype=np.float64)
+        width_hz = (b[:, 2] - b[:, 0]) * frame.df_hz
+        candidate = width_hz <= o.narrowband_max_width_hz
+        if self._unknown >= 0 and not o.keep_unknown:
+            candidate &= probs.argmax(axis=1) != self._unknown  # dropped anyway: not worth reading
+        measured = np.zeros(len(b), dtype=bool)
+        rows = np.flatnonzero(candidate)[: o.narrowband_max_boxes]
+        if len(rows) == 0:
+            return probs, measured
+        phys = np.array([frame.to_physical(*b[i]) for i in rows])
+        chunk = frame.chunk
+        iq_probs, _ = self.narrowband.classify_boxes(  # type: ignore[union-attr]
+            chunk.iq, chunk.sample_rate_hz, chunk.center_freq_hz, chunk.start_s, phys
+        )
+        sure = iq_probs[:, :-1].max(axis=1) >= o.narrowband_confidence
+        if not sure.any():
+            return probs, measured
+        rows, iq_probs = rows[sure], iq_probs[sure]
+        out = probs.copy()
+        p = out[rows]
+        signal = 1.0 - (p[:, self._unknown] if self._unknown >= 0 else 0.0)
+        others = p[:, self._other_cols]
+        total = others.sum(axis=1, keepdims=True)
+        share = np.where(total > 0, others / np.where(total > 0, total, 1.0), 1.0 / max(1, others.shape[1]))
+        p[:, self._narrow_cols] = signal[:, None] * iq_probs[:, :-1]
+        p[:, self._other_cols] = (signal * iq_probs[:, -1])[:, None] * share
+        out[rows] = p
+        measured[rows] = True
+        return out, measured
 
     def close(self) -> None:
         self.classifier.close()  # the proposer is shared, not ours: the registry's detectors close it
