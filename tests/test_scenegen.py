@@ -269,3 +269,10 @@ def test_cli_lists_and_writes(tmp_path):
         timeout=120,
     )
     assert proc.returncode != 0 and "does not exist" in proc.stdout
+
+
+def test_seed_19_makes_a_scene(tmp_path):
+    """Seed 19 drew a narrow signal on top of a host narrower than the resolvable width and crashed
+    (numpy: high - low < 0); such a host is now passed over."""
+    scene = generate_scene(tmp_path / "s19", seed=19, sample_rate_hz=10e6, duration_s=1.0)
+    assert scene.meta_path.exists()

@@ -252,9 +252,10 @@ def place(
     if roll < 0.08 and wide and tx.mod.activity != "hopper":  # a narrow signal on top of a wide one
         host = wide[int(rng.integers(len(wide)))]
         lo, hi = host.span_hz
-        tx.center_hz = float(rng.uniform(lo + half, hi - half))
-        tx.overlapper = True
-        return True
+        if hi - lo >= 2 * half:  # a host narrower than the resolvable width cannot carry it
+            tx.center_hz = float(rng.uniform(lo + half, hi - half))
+            tx.overlapper = True
+            return True
     if roll < 0.33 and placed and tx.mod.activity != "hopper":  # touching a neighbour
         for _ in range(10):
             nb = placed[int(rng.integers(len(placed)))]
