@@ -144,7 +144,7 @@ def test_rtl433_sensible_packet_is_boxed_and_little_else(name):
 @needs_captures
 @pytest.mark.xfail(
     reason="known failure (issue 8): the receiver's steady narrow spurs (several 2-12 dB over the floor) "
-    "are boxed as tone/ook; the shipped models were never shown unannotated spurs",
+    "are boxed as tone/ook (14 of 35 boxes): in one 200 ms frame a spur looks like a CW carrier",
     strict=False,
 )
 def test_rtl433_skylink_packets_are_boxed_and_little_else():
@@ -155,8 +155,8 @@ def test_rtl433_skylink_packets_are_boxed_and_little_else():
 @needs_captures
 @pytest.mark.xfail(
     reason="known failure (issue 8): the replies are weak and shorter than one slice (1 ms at 2 MS/s); "
-    "they come out as many low-scored fragments under the operating threshold, while a steady carrier "
-    "50-90 kHz below 1090 MHz is published for tens of ms",
+    "a steady carrier 50-90 kHz below 1090 MHz and clusters of replies lasting tens of ms are published "
+    "instead of single replies",
     strict=False,
 )
 def test_adsb_boxes_sit_on_the_replies_only():
