@@ -48,6 +48,7 @@ from rfstream.detect.narrowband import (
     NarrowbandOptions,
     expand,
 )
+from rfstream.detect.nms import iou_matrix
 
 TRAIN_SEEDS = range(1000, 2000)
 MATCH_IOU = 0.3
@@ -59,16 +60,6 @@ def _seeds(text: str) -> list[int]:
         a, _, b = part.partition("-")
         out.extend(range(int(a), int(b or a) + 1))
     return out
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes ``(t0, t1, f0, f1)``: ``a`` (N, 4) against ``b`` (M, 4) -> (N, M)."""
-    t = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    f = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 2], b[None, :, 2]), 0, None)
-    inter = t * f
-    area_a = (a[:, 1] - a[:, 0]) * (a[:, 3] - a[:, 2])
-    area_b = (b[:, 1] - b[:, 0]) * (b[:, 3] - b[:, 2])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-30)
 
 
 def _class(label: str) -> int:
@@ -100,7 +91,8 @@ def examples(meta: Path, clf: NarrowbandClassifier) -> tuple[list[np.ndarray], l
             phys = np.array([frame.to_physical(*b) for b in np.asarray(boxes).tolist()]).reshape(-1, 4)
             candidates: list[tuple[np.ndarray, int]] = []
             if len(phys) and len(tb):
-                iou = _iou(phys, tb)
+                # iou_matrix takes x0, y0, x1, y1: frequency as x, time as y
+                iou = iou_matrix(phys[:, [2, 0, 3, 1]], tb[:, [2, 0, 3, 1]])
                 for i in np.flatnonzero(phys[:, 3] - phys[:, 2] <= limit):
                     j = int(iou[i].argmax())
                     if iou[i, j] >= MATCH_IOU:

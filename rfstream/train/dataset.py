@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image
 
 from rfstream.config import SpectrogramConfig
+from rfstream.detect.nms import iou_matrix
 from rfstream.errors import InputError
 from rfstream.labels import LABELS, map_label
 from rfstream.types import Frame
@@ -110,15 +111,8 @@ def load_label_map(path: str | Path | None) -> dict[str, str]:
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix ``[len(a), len(b)]`` of x0, y0, x1, y1 boxes."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    """IoU matrix ``[len(a), len(b)]`` of x0, y0, x1, y1 boxes (:func:`rfstream.detect.nms.iou_matrix`)."""
+    return iou_matrix(a, b)
 
 
 def frame_boxes(frame: Frame, annotations: Iterable[Any]) -> list[dict]:
