@@ -1074,6 +1074,192 @@ def _narrow_lines(residual: np.ndarray, boxes: np.ndarray, max_cols: float = 2.0
     """A box at most ``max_cols`` wide is a carrier narrower than a column that the window's main
     lobe spread over the two columns it straddles: its box becomes one column about the column
     centroid of its excess power (as the frame detector's decoder does, ``decode.refine_box``)."""
+    return _to_centroid(residual, boxes, axis=1, max_size=max_cols, size=1.0)
+
+
+def _narrow_pulses(residual: np.ndarray, boxes: np.ndarray, max_rows: float, rows: float) -> np.ndarray:
+    """A box at most ``max_rows`` tall is a pulse shorter than the STFT window, which smeared it
+    over the slices whose windows it falls in: its box becomes one slice (``rows`` rows) about the
+    row centroid of its excess power, which is where the pulse is."""
+    return _to_centroid(residual, boxes, axis=0, max_size=max_rows, size=rows)
+
+
+def _to_centroid(
+    residual: np.ndarray, boxes: np.ndarray, *, axis: int, max_size: float, size: float
+) -> np.ndarray:
+    """Boxes longer than ``size`` but at most ``max_size`` along ``axis`` (0: rows, 1: columns)
+    shrink to ``size`` about the centroid of their excess power along it, kept inside the box."""
+    lo_i, hi_i = (1, 3) if axis == 0 else (0, 2)
+    out = boxes.copy()
+    extent = boxes[:, hi_i] - boxes[:, lo_i]
+    for i in np.flatnonzero((extent <= max_size) & (extent > size)).tolist():
+        x0, y0, x1, y1 = boxes[i].astype(np.int64).tolist()
+        profile = np.clip(residual[y0:y1, x0:x1].mean(axis=1 - axis), 0.0, None)
+        if profile.sum() <= 0:
+            continue
+        start, stop = (y0, y1) if axis == 0 else (x0, x1)
+        centre = start + 0.5 + float(np.dot(np.arange(profile.size), profile) / profile.sum())
+        lo = min(max(centre - size / 2, float(start)), float(stop) - size)
+        out[i, lo_i], out[i, hi_i] = lo, lo + size
+    return out
+
+
+def _sliced_mean(xp: Any, image: Any, k: int, axis: int, out: Any) -> None:
+    """Running mean of ``k`` (< the axis length) along ``axis`` into ``out``, edges replicated.
+
+    The interior is ``k - 1`` sliced adds straight from the image (no padded copy); the
+    ``k - 1`` edge rows (columns) are then redone from their clipped windows.
+    """
+    n = image.shape[axis]
+    before, after = k // 2, k - 1 - k // 2
+    k = min(k, n)
+
+    def part(a: int, b: int) -> Any:  # rows (columns) a..b-1 of image / out along axis
+        return image[a:b] if axis == 0 else image[:, a:b]
+
+    if axis == 0:
+        src, inner, m = image, out[before : n - after], n
+    else:
+        # Along rows, on the flattened frame: contiguous adds are several times faster than
+        # adds over column-offset 2-D views; the columns whose window wraps into the next
+        # row are the edge columns, redone below.
+        src, m = image.reshape(-1), image.size
+        inner = out.reshape(-1)[before : m - after]
+    xp.add(src[0 : m - k + 1], src[1 : m - k + 2], out=inner)
+    for j in range(2, k):
+        xp.add(inner, src[j : m - k + 1 + j], out=inner)
+    inner *= np.float32(1.0 / k)
+    edge = image[:1] if axis == 0 else image[:, :1]
+    for i in list(range(before)) + list(range(n - after, n)):
+        lo, hi = i - before, i + after + 1
+        total = part(max(lo, 0), min(hi, n)).sum(axis=axis, keepdims=True)
+        if lo < 0:
+            total += -lo * edge
+        if hi > n:
+            total += (hi - n) * (image[-1:] if axis == 0 else image[:, -1:])
+        if axis == 0:
+            out[i : i + 1] = total * np.float32(1.0 / k)
+        else:
+            out[:, i : i + 1] = total * np.float32(1.0 / k)
+
+
+def _sweep(src: Any, out: Any, k: int, axis: int, before: int, grow: bool) -> None:
+    """``out`` = OR (grow) or AND (shrink) of ``k`` shifted copies of ``src`` along ``axis``.
+
+    Output ``i`` combines inputs ``i - before .. i - before + k - 1``; beyond the edge counts as
+    unset when growing and as set when shrinking, so a shift simply skips the rows (columns)
+    it would take from outside.
+    """
+    n = src.shape[axis]
+    out[...] = src
+    combine = np.logical_or if grow else np.logical_and
+    for j in range(k):
+        shift = j - before  # out[i] takes src[i + shift]
+        if shift == 0 or abs(shift) >= n:
+            continue
+        if shift > 0:
+            dst, take = slice(0, n - shift), slice(shift, n)
+        else:
+            dst, take = slice(-shift, n), slice(0, n + shift)
+        if axis == 0:
+            combine(out[dst], src[take], out=out[dst])
+        else:
+            combine(out[:, dst], src[:, take], out=out[:, dst])
+
+
+def _chain(boxes: np.ndarray, which: np.ndarray, max_gap: float) -> tuple[list[list[int]], list[np.ndarray]]:
+    """Chain boxes ``which`` in time order: each joins the first chain it overlaps in frequency
+    by at least half the narrower of the two and follows (starts) within ``max_gap`` rows of its
+    end. Returns the chains (box indices) and their spans (``x0, y0, x1, y1``)."""
+    chains: list[list[int]] = []
+    spans: list[np.ndarray] = []
+    for i in which[np.argsort(boxes[which, 1], kind="stable")].tolist():
+        x0, y0, x1, y1 = boxes[i]
+        for members, span in zip(chains, spans, strict=True):
+            overlap = min(x1, span[2]) - max(x0, span[0])
+            if overlap >= 0.5 * min(x1 - x0, span[2] - span[0]) and y0 - span[3] <= max_gap:
+                members.append(i)
+                span[:] = (min(x0, span[0]), span[1], max(x1, span[2]), max(y1, span[3]))
+                break
+        else:
+            chains.append([i])
+            spans.append(boxes[i].copy())
+    return chains, spans
+
+
+def _join_keyed(
+    boxes: np.ndarray, mean: np.ndarray, *, keyed_cols: float, max_gap: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join the pieces of a keyed carrier: boxes narrower than ``keyed_cols`` (a carrier keyed on
+    and off is about as wide as its keying rate) on the same columns (overlap at least half the
+    narrower) and at most ``max_gap`` rows apart are the marks of one packet, which a run of
+    spaces broke into pieces. Chained in time order (:func:`_chain`); the joined
+    box's mean is the pieces' mean weighted by their rows. Other boxes pass."""
+    narrow = np.flatnonzero((boxes[:, 2] - boxes[:, 0]) < keyed_cols)
+    if narrow.size < 2:
+        return boxes, mean
+    groups, spans = _chain(boxes, narrow, max_gap)
+    if len(groups) == narrow.size:
+        return boxes, mean
+    rows = boxes[:, 3] - boxes[:, 1]
+    keep = np.ones(boxes.shape[0], dtype=bool)
+    keep[narrow] = False
+    joined_mean = [float(np.average(mean[m], weights=np.maximum(rows[m], 1e-9))) for m in groups]
+    return (
+        np.concatenate([boxes[keep], np.array(spans).reshape(-1, 4)]),
+        np.concatenate([mean[keep], np.asarray(joined_mean)]),
+    )
+
+
+def _group_pulse_trains(
+    boxes: np.ndarray, mean: np.ndarray, *, max_rows: float, max_gap: float, keyed_cols: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Join pulses that repeat at one frequency into one box per train (see the module docstring).
+
+    Pulses are chained in time order (:func:`_chain`); other boxes pass.
+    """
+    short = (boxes[:, 3] - boxes[:, 1]) <= max_rows
+    if np.count_nonzero(short) < 2:
+        return boxes, mean
+    trains, spans = _chain(boxes, np.flatnonzero(short), max_gap)
+    # A wide pulse train is one emission only where it is regular (a radar's pulses at its
+    # repetition interval); wide pulses at irregular times (ADS-B replies of different aircraft)
+    # stay one box each. Narrow pulses (under ``keyed_cols`` columns: a carrier keyed on and off,
+    # as wide as its keying rate) are the marks of one packet whatever their timing: data.
+    regular = [_regular(boxes[m, 1]) or float(np.max(boxes[m, 2] - boxes[m, 0])) < keyed_cols for m in trains]
+    alone = [i for m, r in zip(trains, regular, strict=True) if not r for i in m]
+    trains = [m for m, r in zip(trains, regular, strict=True) if r]
+    spans = [s for s, r in zip(spans, regular, strict=True) if r]
+    keep = np.concatenate([np.flatnonzero(~short), np.asarray(alone, dtype=np.int64)])
+    out_boxes = [boxes[keep], np.array(spans).reshape(-1, 4)]
+    out_mean = [mean[keep], np.array([mean[m].mean() for m in trains])]
+    return np.concatenate(out_boxes), np.concatenate(out_mean)
+
+
+TRAIN_MIN_PULSES = 3
+TRAIN_JITTER = 0.2  # an interval within this fraction of a multiple of the median one is regular
+TRAIN_REGULAR_SHARE = 0.75
+
+
+def _regular(starts: np.ndarray) -> bool:
+    """Whether pulses starting at these rows repeat at one interval: at least
+    ``TRAIN_MIN_PULSES``, and ``TRAIN_REGULAR_SHARE`` of the intervals within ``TRAIN_JITTER`` of a
+    whole multiple of the median interval (a missed pulse doubles one)."""
+    if starts.size < TRAIN_MIN_PULSES:
+        return False
+    steps = np.diff(np.sort(starts))
+    median = float(np.median(steps))
+    if median <= 0:
+        return False
+    ratio = steps / median
+    near = (np.abs(ratio - np.round(ratio)) <= TRAIN_JITTER) & (np.round(ratio) >= 1)
+    return float(np.mean(near)) >= TRAIN_REGULAR_SHARE
+
+
+def _narrow_lines(residual: np.ndarray, boxes: np.ndarray, max_cols: float = 2.0) -> np.ndarray:
+    """A box at most ``max_cols`` wide is a carrier narrower than a column that the window's main
+    lobe spread over the two columns it straddles: its box becomes one column about the column
+    centroid of its excess power (as the frame detector's decoder does, ``decode.refine_box``)."""
     out = boxes.copy()
     width = boxes[:, 2] - boxes[:, 0]
     for i in np.flatnonzero((width <= max_cols) & (width > 1.0)).tolist():
