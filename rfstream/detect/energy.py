@@ -560,6 +560,9 @@ class EnergyProposer:
             # The score is the mean over the trimmed box: the component itself carries the
             # noise pixels that smoothing and closing added around narrow signals.
             boxes, mean = _trim_edges(residual, boxes, o.edge_fraction, o.carrier_fraction * h)
+        # Narrower boxes are keyed carriers (SPLIT_MIN_TB): never cut in time, joined when broken.
+        # A column times a slice is hop / width in time × bandwidth, at any sample rate.
+        keyed_cols = SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop)
         if o.split_gap_slices > 0 and boxes.shape[0]:
             boxes, mean = _split_in_time(
                 residual,
@@ -570,11 +573,9 @@ class EnergyProposer:
                 min_gap=o.split_gap_slices * rows,
                 min_rows=o.min_time_px,
                 min_piece_rows=SPLIT_MIN_PIECE_SLICES * rows,
-                # a column times a slice is hop / width in time × bandwidth, at any sample rate
-                min_columns=SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop),
+                min_columns=keyed_cols,
                 edge_fraction=o.edge_fraction,
             )
-        keyed_cols = SPLIT_MIN_TB * w / (SPLIT_MIN_PIECE_SLICES * o.hop)
         if o.train_gap_slices > 0 and boxes.shape[0] > 1:
             boxes, mean = _join_keyed(boxes, mean, keyed_cols=keyed_cols, max_gap=o.train_gap_slices * rows)
             boxes, mean = _group_pulse_trains(
