@@ -114,6 +114,7 @@ and frequency (a burst sitting on a carrier), merge into one box.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import threading
 from dataclasses import dataclass, field
@@ -888,18 +889,12 @@ def _bursts(runs: list[tuple[int, int]], min_piece: int) -> list[tuple[int, int]
     are at least ``min_piece`` long; shorter runs are the keyed bits or pulses of one emission
     (an OOK packet's marks), which stay together."""
     out = [runs[0]]
-    for a, b in runs[1:]:
-        pa, pb = out[-1]
-        last = max(pa, _last_run_start(runs, pb))
-        if pb - last >= min_piece and b - a >= min_piece:
+    for (pa, pb), (a, b) in itertools.pairwise(runs):
+        if pb - pa >= min_piece and b - a >= min_piece:
             out.append((a, b))
         else:
-            out[-1] = (pa, b)
+            out[-1] = (out[-1][0], b)
     return out
-
-
-def _last_run_start(runs: list[tuple[int, int]], stop: int) -> int:
-    return next(a for a, b in runs if b == stop)
 
 
 def _trim_profile(region: np.ndarray, axis: int, fraction: float, median: bool = False) -> tuple[int, int]:
