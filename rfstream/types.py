@@ -73,8 +73,9 @@ class Detection:
     group_id: int = -1  # boxes of one emitter's train (hops, pulses) share it within a chunk; -1: none
     low_confidence: bool = False  # below the operating threshold (kept only where merge asks)
     # Where the label came from: "" a model's reading of the image; "iq" measured on the samples
-    # (rfstream.detect.narrowband: a narrow box named tone/am/fm/ook from its modulation), which
-    # fusion lets outvote the image models on that box. Not on the wire.
+    # (rfstream.detect.narrowband: a narrow box named tone/am/fm/ook, a wide one chirp/fm/fsk/ofdm/
+    # psk/pulsed from its modulation), which fusion lets outvote the image models on that box.
+    # Not on the wire.
     label_source: str = ""
 
     def __post_init__(self) -> None:

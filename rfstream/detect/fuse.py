@@ -18,8 +18,9 @@ keeps the older class-aware NMS of :mod:`rfstream.detect.nms`). For one chunk:
    file) makes it a calibrated probability.
 3. **Label** by score-weighted vote: each detector votes for each label it gave in the cluster
    with its best score for that label (where a member's label was measured on the samples,
-   ``label_source = "iq"``, a narrow box named from its modulation, only such labels vote: the image
-   models cannot tell a tone from AM or FM in one column); ``share(L) = votes(L) / Σ votes``. The box takes the
+   ``label_source = "iq"``, a box named from its modulation by the two-stage detector's IQ
+   classifiers, only such labels vote: the image models cannot tell a tone from AM or FM in one
+   column, nor PSK from FSK in a crop a few pixels across); ``share(L) = votes(L) / Σ votes``. The box takes the
    label with most votes (``unknown`` only when no detector labelled it); ``score`` =
    presence × share(label), through a second fitted Platt map (``score``): the probability
    that the box is a real signal *of that label* (a box no detector labelled is ``unknown``,

@@ -82,13 +82,18 @@ from rfstream.errors import ModelError
 __all__ = [
     "CLASSES",
     "DEFAULT_MODEL",
+    "DEFAULT_WIDE_MODEL",
     "FEATURES",
+    "WIDE_CLASSES",
+    "WIDE_FEATURES",
     "NarrowbandClassifier",
     "NarrowbandModel",
     "NarrowbandOptions",
     "channel",
     "expand",
     "features",
+    "wide_features",
+    "wideband_model",
 ]
 
 CLASSES: tuple[str, ...] = ("tone", "am", "fm", "ook", "other")
@@ -108,7 +113,20 @@ FEATURES: tuple[str, ...] = (
     "sideband_z",
     "occupied",
 )
+# Wider boxes (the two-stage option ``wideband``): the same measurements and a few that part
+# the digital families (:func:`wide_features`), to these labels ("other": am, ook, tone, ...).
+WIDE_CLASSES: tuple[str, ...] = ("chirp", "fm", "fsk", "ofdm", "psk", "pulsed", "other")
+WIDE_FEATURES: tuple[str, ...] = (
+    *FEATURES,
+    "line_x2",
+    "line_x4",
+    "line_x8",
+    "flatness",
+    "centre_edge",
+    "log_duration_ms",
+)
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "narrowband.json"
+DEFAULT_WIDE_MODEL = DEFAULT_MODEL.with_name("wideband.json")
 TAPS_PER_PHASE = 12  # filter length in output samples: transition ≈ 2/12 of the output rate
 MIN_SAMPLES = 64  # fewer output samples than this: no features
 SEGMENT = 512  # samples per periodogram of the fine spectrum
@@ -137,38 +155,48 @@ class NarrowbandOptions:
 
 @dataclass(frozen=True, slots=True)
 class NarrowbandModel:
-    """A multinomial logistic regression over :data:`FEATURES` to :data:`CLASSES`."""
+    """A multinomial logistic regression over ``features`` to ``classes``: :data:`FEATURES` to
+    :data:`CLASSES` for narrow boxes, :data:`WIDE_FEATURES` to :data:`WIDE_CLASSES` for wide ones."""
 
     weights: np.ndarray  # (C, 2F + 1) over expand(features), the last column the bias
     mean: np.ndarray  # (2F,) standardisation of expand(features)
     scale: np.ndarray  # (2F,)
     fitted_on: dict[str, Any] = field(default_factory=dict)
+    classes: tuple[str, ...] = CLASSES
+    features: tuple[str, ...] = FEATURES
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] = DEFAULT_MODEL) -> NarrowbandModel:
+    def load(
+        cls,
+        path: str | os.PathLike[str] = DEFAULT_MODEL,
+        *,
+        classes: tuple[str, ...] = CLASSES,
+        features: tuple[str, ...] = FEATURES,
+    ) -> NarrowbandModel:
+        """The model in ``path``, which must be over ``features`` to ``classes``."""
         try:
             record = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
-            raise ModelError(f"narrowband model {path}: cannot read: {exc}") from exc
+            raise ModelError(f"IQ classifier model {path}: cannot read: {exc}") from exc
         try:
-            if tuple(record["classes"]) != CLASSES or tuple(record["features"]) != FEATURES:
-                raise ValueError(f"classes/features are not {CLASSES} / {FEATURES}")
+            if tuple(record["classes"]) != classes or tuple(record["features"]) != features:
+                raise ValueError(f"classes/features are not {classes} / {features}")
             weights = np.asarray(record["weights"], dtype=np.float64)
             mean = np.asarray(record["mean"], dtype=np.float64)
             scale = np.asarray(record["scale"], dtype=np.float64)
-            width = 2 * len(FEATURES)  # expand(): the features and their SNR-weighted copies
-            if weights.shape != (len(CLASSES), width + 1) or not mean.shape == scale.shape == (width,):
+            width = 2 * len(features)  # expand(): the features and their SNR-weighted copies
+            if weights.shape != (len(classes), width + 1) or not mean.shape == scale.shape == (width,):
                 raise ValueError(f"weights {weights.shape}, mean {mean.shape}, scale {scale.shape}")
             if not (np.isfinite(weights).all() and np.isfinite(mean).all() and (scale > 0).all()):
                 raise ValueError("weights, mean and scale must be finite, scale > 0")
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"narrowband model {path}: {exc}") from exc
-        return cls(weights, mean, scale, dict(record.get("fitted_on", {})))
+            raise ModelError(f"IQ classifier model {path}: {exc}") from exc
+        return cls(weights, mean, scale, dict(record.get("fitted_on", {})), classes, features)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "classes": list(CLASSES),
-            "features": list(FEATURES),
+            "classes": list(self.classes),
+            "features": list(self.features),
             "weights": np.round(self.weights, 6).tolist(),
             "mean": np.round(self.mean, 6).tolist(),
             "scale": np.round(self.scale, 6).tolist(),
@@ -182,6 +210,11 @@ class NarrowbandModel:
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         return e / e.sum(axis=1, keepdims=True)
+
+
+def wideband_model(path: str | os.PathLike[str] = DEFAULT_WIDE_MODEL) -> NarrowbandModel:
+    """The wide-box model: :data:`WIDE_FEATURES` to :data:`WIDE_CLASSES`."""
+    return NarrowbandModel.load(path, classes=WIDE_CLASSES, features=WIDE_FEATURES)
 
 
 def expand(feats: np.ndarray) -> np.ndarray:
@@ -251,8 +284,11 @@ def _frequency_deviation(
     return dev, dev.shape[0] >= 16
 
 
-def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray | None:
-    """The :data:`FEATURES` of one channel read as ``(k, m)`` pieces (see the module docstring).
+def features(
+    pieces: np.ndarray, fs_out: float, width_hz: float, duration_s: float | None = None
+) -> np.ndarray | None:
+    """The :data:`FEATURES` of one channel read as ``(k, m)`` pieces (see the module docstring);
+    given the box's ``duration_s``, the :data:`WIDE_FEATURES` (:func:`wide_features`).
 
     None when too short. Spectra are taken per piece, so a piece boundary (a jump in time)
     never lies inside one.
@@ -327,7 +363,7 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
     mean_sig = np.sort(sig.sum(axis=0))[::-1]
     held = np.searchsorted(np.cumsum(mean_sig), 0.9 * sig_total) + 1
     occupied = float(held * fs_out / m / width_hz)
-    return np.array(
+    base = np.array(
         [
             snr_db / 10.0,
             m2,
@@ -346,10 +382,50 @@ def features(pieces: np.ndarray, fs_out: float, width_hz: float) -> np.ndarray |
         ],
         dtype=np.float64,
     )
+    if duration_s is None:
+        return base
+    band = seg_power[:, in_seg].mean(axis=0) - n0_seg
+    return np.concatenate([base, wide_features(z, total, band, fseg[in_seg], n0_seg, duration_s)])
+
+
+def wide_features(
+    z: np.ndarray, power: float, band: np.ndarray, band_freq: np.ndarray, noise: float, duration_s: float
+) -> np.ndarray:
+    """What parts the digital families, from the box's channel ``z`` (``(k, m)`` pieces of mean
+    power ``power``) and its spectrum less the noise ``noise`` per bin, ``band``, at ``band_freq``
+    box widths:
+
+    - ``line_x2``, ``line_x4``, ``line_x8``: ``log10`` of the peak over the mean of the power
+      spectrum of ``z^n`` (pieces summed): raising a PSK signal to the power of its constellation
+      order wipes the modulation and leaves a line (BPSK at 2, QPSK at 4, 8PSK at 8; QAM weaker at
+      4); FSK, OFDM, chirps and noise leave none (a carrier leaves one at every power);
+    - ``flatness``: geometric over arithmetic mean of the spectrum within 0.4 box widths of the
+      centre (OFDM ~1, a raised-cosine PSK lower, 2-FSK's two humps lower still);
+    - ``centre_edge``: ``log10`` of the power near the centre over that towards the edges;
+    - ``log_duration_ms``: the box's length (a slot, a packet, a pulse or a whole frame).
+    """
+    zn = z / math.sqrt(max(power, 1e-30))
+    lines = []
+    for _ in (2, 4, 8):  # z², z⁴, z⁸ by squaring
+        zn = zn * zn
+        spec = np.fft.fft(zn, axis=1)
+        s = (spec.real**2 + spec.imag**2).sum(axis=0)
+        lines.append(math.log10(float(s.max()) / (float(s.mean()) + 1e-30) + 1e-9))
+    floor = max(noise * 1e-2, 1e-30)  # bins at the noise: 20 dB under it, not log(0)
+    inner = np.clip(band[band_freq <= 0.4], floor, None)
+    flatness = float(np.exp(np.log(inner).mean()) / inner.mean()) if inner.size else 0.0
+    centre = float(np.clip(band[band_freq <= 0.15], 0.0, None).mean()) if (band_freq <= 0.15).any() else 0.0
+    edge_sel = (band_freq > 0.25) & (band_freq <= 0.45)
+    edge = float(np.clip(band[edge_sel], 0.0, None).mean()) if edge_sel.any() else 0.0
+    centre_edge = math.log10(max(centre, floor) / max(edge, floor))
+    return np.array(
+        [*lines, flatness, centre_edge, math.log10(max(duration_s, 1e-6) * 1e3)], dtype=np.float64
+    )
 
 
 class NarrowbandClassifier:
-    """Probabilities over :data:`CLASSES` for narrow boxes of one chunk, from its IQ.
+    """Probabilities over the model's classes for boxes of one chunk, from its IQ: :data:`CLASSES`
+    for narrow boxes (the default model), :data:`WIDE_CLASSES` with :func:`wideband_model`.
 
     Set up once (model, options); :meth:`classify_boxes` per frame. ``iq`` may live on a GPU
     (a CuPy array): only each box's slice is brought to the host.
@@ -361,7 +437,9 @@ class NarrowbandClassifier:
         check_options(options, "narrowband")
         self.options = options
         self.model = model or NarrowbandModel.load()
-        self._uniform = np.full(len(CLASSES), 1.0 / len(CLASSES))
+        self.classes = self.model.classes
+        self._wide = self.model.features == WIDE_FEATURES
+        self._uniform = np.full(len(self.classes), 1.0 / len(self.classes))
 
     def box_features(
         self, iq: Any, fs: float, center_hz: float, start_s: float, box: tuple[float, float, float, float]
@@ -393,7 +471,8 @@ class NarrowbandClassifier:
             runs.append(y)
         if len(runs) > 1:
             runs = [r[:SEGMENT] for r in runs]
-        return features(np.stack(runs) if runs[0].size else runs[0][None, :], fs_out, width)
+        pieces = np.stack(runs) if runs[0].size else runs[0][None, :]
+        return features(pieces, fs_out, width, t1 - t0 if self._wide else None)
 
     def classify_boxes(
         self, iq: Any, fs: float, center_hz: float, start_s: float, boxes: np.ndarray

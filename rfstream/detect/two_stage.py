@@ -43,6 +43,17 @@
    classifier's probabilities stand. This runs before the score and the
    calibration, so the published score is that of the combined label. On a GPU
    only the boxes' samples are copied to the host.
+5. Wider boxes (``wideband = true``, the default) go the same way through a second
+   IQ model (``rfstream/models/wideband.json``, :func:`rfstream.detect.narrowband.wideband_model`):
+   up to ``wideband_max_boxes`` proposals per frame wider than
+   ``narrowband_max_width_hz``, the strongest first, measured with the same features
+   and those that part the digital families (lines in the spectra of ``z²``, ``z⁴``,
+   ``z⁸``, the spectrum's flatness and shape, the box's length), get probabilities
+   over chirp, fm, fsk, ofdm, psk, pulsed and *other*; where one of the six reaches
+   ``wideband_confidence`` it takes over the split as in step 4. A letterboxed crop
+   of a tall narrow box or a short wide one is a few pixels across; the samples
+   are not, and what they say holds on signals the crop classifier never saw
+   (docs/architecture.md has the figures).
 
 The proposal stage keeps its own settings (``options.energy`` table); no
 energy threshold is applied to the proposals, so the classifier, not the
@@ -64,7 +75,7 @@ from rfstream.detect.crops import extract_crops
 from rfstream.detect.decode import model_threshold
 from rfstream.detect.models import ModelMetadata, read_metadata
 from rfstream.detect.narrowband import CLASSES as NARROW_CLASSES
-from rfstream.detect.narrowband import NarrowbandClassifier, NarrowbandOptions
+from rfstream.detect.narrowband import WIDE_CLASSES, NarrowbandClassifier, NarrowbandOptions, wideband_model
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
@@ -95,6 +106,38 @@ class TwoStageOptions:
     narrowband_confidence: float = field(
         default=0.6, metadata=in_range(0.0, 1.0, "IQ probability needed to take over the label")
     )
+    wideband: bool = True  # name wider boxes from the IQ too (chirp/fm/fsk/ofdm/psk/pulsed), step 5
+    wideband_max_boxes: int = field(
+        default=48, metadata=at_least(1, "most wide boxes read from the IQ per frame", high=4096)
+    )
+    wideband_confidence: float = field(
+        default=0.6, metadata=in_range(0.0, 1.0, "IQ probability needed to take over a wide box's label")
+    )
+
+
+@dataclass(frozen=True)
+class _IqStage:
+    """One IQ classifier (narrow or wide boxes) and where its classes sit among the crop
+    classifier's labels: its named classes (all but its last, *other*) and the labels its *other*
+    stands for (every other label but ``unknown``)."""
+
+    classifier: NarrowbandClassifier
+    named_cols: np.ndarray
+    other_cols: np.ndarray
+    wide: bool
+    max_boxes: int
+    confidence: float
+
+
+def _iq_stage(
+    classifier: NarrowbandClassifier, labels: Sequence[str], wide: bool, max_boxes: int, confidence: float
+) -> _IqStage:
+    named = np.array([labels.index(c) for c in classifier.classes[:-1]])
+    other = np.ones(len(labels), dtype=bool)
+    other[named] = False
+    if "unknown" in labels:
+        other[labels.index("unknown")] = False
+    return _IqStage(classifier, named, np.flatnonzero(other), wide, max_boxes, confidence)
 
 
 def combine_scores(energy: np.ndarray, prob: np.ndarray, class_weight: float) -> np.ndarray:
@@ -162,19 +205,23 @@ class TwoStageDetector:
         self._size = meta.input_size[0]
         self._labels = np.array(meta.labels, dtype=object)
         self._unknown = meta.labels.index("unknown") if "unknown" in meta.labels else -1
-        self.narrowband: NarrowbandClassifier | None = None
+        # The IQ stages (steps 4 and 5): narrow boxes, then wider ones.
+        self._iq: list[_IqStage] = []
         if options.narrowband and all(c in meta.labels for c in NARROW_CLASSES[:-1]):
-            self.narrowband = NarrowbandClassifier(
-                NarrowbandOptions(max_width_hz=options.narrowband_max_width_hz)
+            clf = NarrowbandClassifier(NarrowbandOptions(max_width_hz=options.narrowband_max_width_hz))
+            self._iq.append(
+                _iq_stage(
+                    clf, meta.labels, False, options.narrowband_max_boxes, options.narrowband_confidence
+                )
             )
-            # Crop-classifier columns of tone, am, fm, ook (the IQ classifier's order), and of
-            # the labels its "other" stands for.
-            self._narrow_cols = np.array([meta.labels.index(c) for c in NARROW_CLASSES[:-1]])
-            other = np.ones(len(meta.labels), dtype=bool)
-            other[self._narrow_cols] = False
-            if self._unknown >= 0:
-                other[self._unknown] = False
-            self._other_cols = np.flatnonzero(other)
+        if options.wideband and all(c in meta.labels for c in WIDE_CLASSES[:-1]):
+            clf = NarrowbandClassifier(
+                NarrowbandOptions(max_width_hz=options.narrowband_max_width_hz), wideband_model()
+            )
+            self._iq.append(
+                _iq_stage(clf, meta.labels, True, options.wideband_max_boxes, options.wideband_confidence)
+            )
+        self._iq_labels = frozenset(c for stage in self._iq for c in stage.classifier.classes[:-1])
 
     def warmup(self, frame_shape: tuple[int, int]) -> None:
         """Warm the energy stage and run the classifier once on a small batch (checks its output)."""
@@ -189,10 +236,13 @@ class TwoStageDetector:
                 f"detector {self.name!r}: classifier output is {list(probs.shape)}, expected "
                 f"[N, {len(self.meta.labels)}] (one probability per label)"
             )
-        if self.narrowband is not None:  # the first frame should not pay for first calls
+        if self._iq:  # the first frame should not pay for first calls
             rng = np.random.default_rng(0)
             iq = (rng.standard_normal(1 << 17) + 1j * rng.standard_normal(1 << 17)).astype(np.complex64)
-            self.narrowband.classify_boxes(iq, 1e6, 0.0, 0.0, np.array([[0.0, 0.1, -5e3, 5e3]]))
+            for stage in self._iq:
+                width = 2.0 * stage.classifier.options.max_width_hz if stage.wide else 10e3
+                box = np.array([[0.0, 0.1, -0.5 * width, 0.5 * width]])
+                stage.classifier.classify_boxes(iq, 1e6, 0.0, 0.0, box)
 
     def classify(self, image: Any, boxes: np.ndarray, fill: float | None = None) -> np.ndarray:
         """Class probabilities ``[N, C]`` of the boxes of one host image (one batched call).
@@ -211,8 +261,9 @@ class TwoStageDetector:
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
         probs = self.classify(frame.host_image(), boxes, fill=frame.noise_floor)
         measured = np.zeros(len(boxes), dtype=bool)
-        if self.narrowband is not None:
-            probs, measured = self.with_narrowband(frame, boxes, probs)
+        for stage in self._iq:
+            probs, took = self.with_iq(frame, boxes, probs, stage)
+            measured |= took
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
@@ -229,43 +280,43 @@ class TwoStageDetector:
                 continue
             x0, y0, x1, y1 = boxes[i].tolist()
             d = frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
-            if measured[i] and label in NARROW_CLASSES:
+            if measured[i] and label in self._iq_labels:
                 d = d.replace(label_source="iq")
             out.append(d)
         return out
 
-    def with_narrowband(
-        self, frame: Frame, boxes: np.ndarray, probs: np.ndarray
+    def with_iq(
+        self, frame: Frame, boxes: np.ndarray, probs: np.ndarray, stage: _IqStage
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The crop probabilities with the IQ classifier's split on narrow boxes (step 4 above), and
-        which boxes took it."""
-        o = self.options
+        """The crop probabilities with an IQ classifier's split on its boxes (steps 4 and 5 above),
+        and which boxes took it."""
+        o = stage.classifier.options
         b = np.asarray(boxes, dtype=np.float64)
         width_hz = (b[:, 2] - b[:, 0]) * frame.df_hz
-        candidate = width_hz <= o.narrowband_max_width_hz
-        if self._unknown >= 0 and not o.keep_unknown:
+        candidate = width_hz > o.max_width_hz if stage.wide else width_hz <= o.max_width_hz
+        if self._unknown >= 0 and not self.options.keep_unknown:
             candidate &= probs.argmax(axis=1) != self._unknown  # dropped anyway: not worth reading
         measured = np.zeros(len(b), dtype=bool)
-        rows = np.flatnonzero(candidate)[: o.narrowband_max_boxes]
+        rows = np.flatnonzero(candidate)[: stage.max_boxes]
         if len(rows) == 0:
             return probs, measured
         phys = np.array([frame.to_physical(*b[i]) for i in rows])
         chunk = frame.chunk
-        iq_probs, _ = self.narrowband.classify_boxes(  # type: ignore[union-attr]
+        iq_probs, _ = stage.classifier.classify_boxes(
             chunk.iq, chunk.sample_rate_hz, chunk.center_freq_hz, chunk.start_s, phys
         )
-        sure = iq_probs[:, :-1].max(axis=1) >= o.narrowband_confidence
+        sure = iq_probs[:, :-1].max(axis=1) >= stage.confidence
         if not sure.any():
             return probs, measured
         rows, iq_probs = rows[sure], iq_probs[sure]
         out = probs.copy()
         p = out[rows]
         signal = 1.0 - (p[:, self._unknown] if self._unknown >= 0 else 0.0)
-        others = p[:, self._other_cols]
+        others = p[:, stage.other_cols]
         total = others.sum(axis=1, keepdims=True)
         share = np.where(total > 0, others / np.where(total > 0, total, 1.0), 1.0 / max(1, others.shape[1]))
-        p[:, self._narrow_cols] = signal[:, None] * iq_probs[:, :-1]
-        p[:, self._other_cols] = (signal * iq_probs[:, -1])[:, None] * share
+        p[:, stage.named_cols] = signal[:, None] * iq_probs[:, :-1]
+        p[:, stage.other_cols] = (signal * iq_probs[:, -1])[:, None] * share
         out[rows] = p
         measured[rows] = True
         return out, measured
