@@ -58,6 +58,7 @@ from rfstream.detect.narrowband import (
     NarrowbandModel,
     NarrowbandOptions,
     expand,
+    wideband_classifier,
 )
 from rfstream.detect.nms import iou_matrix
 
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         classes=classes,
         features=names,
     )
-    clf = NarrowbandClassifier(NarrowbandOptions(), blank)
+    clf = wideband_classifier(model=blank) if args.wide else NarrowbandClassifier(NarrowbandOptions(), blank)
     started = time.monotonic()
     xs, ys, groups = [], [], []
     for k, seed in enumerate(seeds):

@@ -20,6 +20,7 @@ from rfstream.detect.narrowband import (
     NarrowbandModel,
     NarrowbandOptions,
     channel,
+    wideband_classifier,
     wideband_model,
 )
 from rfstream.detect.two_stage import TwoStageDetector, TwoStageOptions
@@ -172,7 +173,7 @@ def test_two_stage_names_an_am_carrier_from_its_iq():
 
 def wide_labelled(kind: str, fs: float, seeds: range = SEEDS) -> list[tuple[str, str, float]]:
     """(fine label, predicted wide class, its probability) for every wide instance of ``kind``."""
-    clf = NarrowbandClassifier(model=wideband_model())
+    clf = wideband_classifier()
     out = []
     for seed in seeds:
         iq, annotations = capture(kind, seed, fs)
@@ -201,7 +202,7 @@ def test_wide_noise_gets_no_confident_label():
     n = int(0.2 * fs)
     iq = ((rng.standard_normal(n) + 1j * rng.standard_normal(n)) * 0.7).astype(np.complex64)
     boxes = np.array([[0.0, 0.2, f, f + 200e3] for f in (-3e6, 0.5e6, 2e6)])
-    probs, snr = NarrowbandClassifier(model=wideband_model()).classify_boxes(iq, fs, 0.0, 0.0, boxes)
+    probs, snr = wideband_classifier().classify_boxes(iq, fs, 0.0, 0.0, boxes)
     assert (snr < 3.0).all(), snr
     assert np.allclose(probs, 1.0 / len(WIDE_CLASSES)), probs
 

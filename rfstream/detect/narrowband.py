@@ -93,6 +93,7 @@ __all__ = [
     "expand",
     "features",
     "wide_features",
+    "wideband_classifier",
     "wideband_model",
 ]
 
@@ -217,6 +218,14 @@ def wideband_model(path: str | os.PathLike[str] = DEFAULT_WIDE_MODEL) -> Narrowb
     return NarrowbandModel.load(path, classes=WIDE_CLASSES, features=WIDE_FEATURES)
 
 
+def wideband_classifier(
+    max_width_hz: float = 40e3, model: NarrowbandModel | None = None
+) -> NarrowbandClassifier:
+    """The IQ classifier of boxes wider than ``max_width_hz``, as the two-stage detector runs it
+    (the shipped wide model unless ``model``)."""
+    return NarrowbandClassifier(NarrowbandOptions(max_width_hz=max_width_hz), model or wideband_model())
+
+
 def expand(feats: np.ndarray) -> np.ndarray:
     """``(N, F)`` -> ``(N, 2F)``: the features, and the features times the SNR's reliability.
 
@@ -244,22 +253,24 @@ def channel(
     """The box's channel: ``iq`` mixed from ``offset_hz`` to DC, filtered, decimated; and its rate.
 
     The output rate is about ``_OUT_PER_WIDTH`` box widths; at most ``max_samples`` outputs,
-    from the middle of ``iq``.
+    from the middle of ``iq``. ``iq`` may be ``(k, n)``: k pieces of one box, read in one product
+    (each piece's mixer starts at phase 0: a constant phase per piece, which no feature sees).
     """
     d = max(1, int(fs // (_OUT_PER_WIDTH * width_hz)))
     h = _filter(d, min(0.5, _PASS * width_hz / fs))
     w = -2.0 * np.pi * offset_hz / fs
     g = (h * np.exp(1j * w * np.arange(h.shape[0]))).astype(np.complex64)
-    rows = min(iq.shape[0] // d, max_samples + TAPS_PER_PHASE - 1)
+    n = iq.shape[-1]
+    rows = min(n // d, max_samples + TAPS_PER_PHASE - 1)
     if rows < TAPS_PER_PHASE + MIN_SAMPLES - 1:
-        return np.zeros(0, np.complex64), fs / d
-    skip = (iq.shape[0] - rows * d) // 2
-    x = np.ascontiguousarray(iq[skip : skip + rows * d]).reshape(rows, d)
-    z = x @ g.reshape(TAPS_PER_PHASE, d).T  # (rows, P): z[r, p] = rows r against phase p
+        return np.zeros((*iq.shape[:-1], 0), np.complex64), fs / d
+    skip = (n - rows * d) // 2
+    x = np.ascontiguousarray(iq[..., skip : skip + rows * d]).reshape(*iq.shape[:-1], rows, d)
+    z = x @ g.reshape(TAPS_PER_PHASE, d).T  # (..., rows, P): z[r, p] = rows r against phase p
     k = rows - TAPS_PER_PHASE + 1
-    y = np.zeros(k, np.complex64)
+    y = np.zeros((*iq.shape[:-1], k), np.complex64)
     for p in range(TAPS_PER_PHASE):
-        y += z[p : p + k, p]
+        y += z[..., p : p + k, p]
     y *= np.exp(1j * w * d * np.arange(k)).astype(np.complex64)  # the mixer's phase at each block start
     return y, fs / d
 
@@ -466,12 +477,10 @@ class NarrowbandClassifier:
         for a in starts:
             piece = iq[a : a + per_piece]
             get = getattr(piece, "get", None)  # a CuPy slice: copy just this piece to the host
-            piece = np.asarray(get() if get is not None else piece, dtype=np.complex64)
-            y, fs_out = channel(piece, fs, offset, width, out_len)
-            runs.append(y)
+            runs.append(np.asarray(get() if get is not None else piece, dtype=np.complex64))
+        pieces, fs_out = channel(np.stack(runs), fs, offset, width, out_len)
         if len(runs) > 1:
-            runs = [r[:SEGMENT] for r in runs]
-        pieces = np.stack(runs) if runs[0].size else runs[0][None, :]
+            pieces = pieces[:, :SEGMENT]
         return features(pieces, fs_out, width, t1 - t0 if self._wide else None)
 
     def classify_boxes(

@@ -75,7 +75,12 @@ from rfstream.detect.crops import extract_crops
 from rfstream.detect.decode import model_threshold
 from rfstream.detect.models import ModelMetadata, read_metadata
 from rfstream.detect.narrowband import CLASSES as NARROW_CLASSES
-from rfstream.detect.narrowband import WIDE_CLASSES, NarrowbandClassifier, NarrowbandOptions, wideband_model
+from rfstream.detect.narrowband import (
+    WIDE_CLASSES,
+    NarrowbandClassifier,
+    NarrowbandOptions,
+    wideband_classifier,
+)
 from rfstream.errors import ModelError
 from rfstream.types import Detection, Frame
 
@@ -215,9 +220,7 @@ class TwoStageDetector:
                 )
             )
         if options.wideband and all(c in meta.labels for c in WIDE_CLASSES[:-1]):
-            clf = NarrowbandClassifier(
-                NarrowbandOptions(max_width_hz=options.narrowband_max_width_hz), wideband_model()
-            )
+            clf = wideband_classifier(options.narrowband_max_width_hz)
             self._iq.append(
                 _iq_stage(clf, meta.labels, True, options.wideband_max_boxes, options.wideband_confidence)
             )
