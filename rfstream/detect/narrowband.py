@@ -62,6 +62,12 @@ synthesiser recordings of the training seeds 1000–1999, gives probabilities ov
 these four must not absorb). A box whose channel is too short (fewer than
 ``MIN_SAMPLES`` samples) or too weak (``snr_db < min_snr_db``) gets the uniform
 distribution: no confident label from noise.
+
+**Wide boxes** (the two-stage detector's step 5, :func:`wideband_classifier`): the same reading
+and features, plus :func:`wide_features` (the lines left in the spectra of ``z²``, ``z⁴``,
+``z⁸``, the in-band spectrum's flatness and shape, the box's length), through a second model of
+the same form (``rfstream/models/wideband.json``, ``scripts/fit_narrowband.py --wide``) to
+:data:`WIDE_CLASSES`: chirp, fm, fsk, ofdm, psk, pulsed and *other*.
 """
 
 from __future__ import annotations

@@ -224,7 +224,6 @@ class TwoStageDetector:
             self._iq.append(
                 _iq_stage(clf, meta.labels, True, options.wideband_max_boxes, options.wideband_confidence)
             )
-        self._iq_labels = frozenset(c for stage in self._iq for c in stage.classifier.classes[:-1])
 
     def warmup(self, frame_shape: tuple[int, int]) -> None:
         """Warm the energy stage and run the classifier once on a small batch (checks its output)."""
@@ -263,10 +262,12 @@ class TwoStageDetector:
             return []
         boxes, energy = boxes[: self.options.max_proposals], energy[: self.options.max_proposals]
         probs = self.classify(frame.host_image(), boxes, fill=frame.noise_floor)
-        measured = np.zeros(len(boxes), dtype=bool)
+        # per box, the labels its IQ reading named (each box is read by at most one stage)
+        named: list[tuple[str, ...]] = [()] * len(boxes)
         for stage in self._iq:
             probs, took = self.with_iq(frame, boxes, probs, stage)
-            measured |= took
+            for i in np.flatnonzero(took):
+                named[i] = stage.classifier.classes[:-1]
         best = probs.argmax(axis=1)
         prob = probs[np.arange(len(best)), best]
         scores = combine_scores(energy, prob, self.options.class_weight)
@@ -283,7 +284,7 @@ class TwoStageDetector:
                 continue
             x0, y0, x1, y1 = boxes[i].tolist()
             d = frame.detection(x0, y0, x1, y1, score=float(scores[i]), label=label, detector=self.name)
-            if measured[i] and label in self._iq_labels:
+            if label in named[i]:  # the label the samples gave, not the crops' share of "other"
                 d = d.replace(label_source="iq")
             out.append(d)
         return out
