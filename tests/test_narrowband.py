@@ -14,7 +14,6 @@ from rfstream.config import SpectrogramConfig
 from rfstream.detect.base import parse_options
 from rfstream.detect.energy import EnergyProposer
 from rfstream.detect.narrowband import (
-    CLASSES,
     WIDE_CLASSES,
     NarrowbandClassifier,
     NarrowbandModel,
@@ -48,18 +47,19 @@ def column_box(a, fs: float) -> list[float]:
     return [a.sample_start / fs, (a.sample_start + a.sample_count) / fs, lo, hi]
 
 
-def labelled(kind: str, fs: float, seeds: range = SEEDS) -> list[tuple[str, str, float]]:
-    """(fine label, predicted class, its probability) for every narrow instance of ``kind``."""
-    clf = NarrowbandClassifier()
+def labelled(kind: str, fs: float, seeds: range = SEEDS, wide: bool = False) -> list[tuple[str, str, float]]:
+    """(fine label, predicted class, its probability) for every narrow instance of ``kind`` (``wide``:
+    every wide one, through the wide-box classifier)."""
+    clf = wideband_classifier() if wide else NarrowbandClassifier()
     out = []
     for seed in seeds:
         iq, annotations = capture(kind, seed, fs)
-        narrow = [a for a in annotations if (b := column_box(a, fs))[3] - b[2] <= LIMIT_HZ]
-        if not narrow:
+        chosen = [a for a in annotations if ((b := column_box(a, fs))[3] - b[2] > LIMIT_HZ) == wide]
+        if not chosen:
             continue
-        probs, _ = clf.classify_boxes(iq, fs, 0.0, 0.0, np.array([column_box(a, fs) for a in narrow]))
+        probs, _ = clf.classify_boxes(iq, fs, 0.0, 0.0, np.array([column_box(a, fs) for a in chosen]))
         out += [
-            (a.fine, CLASSES[int(p.argmax())], float(p.max())) for a, p in zip(narrow, probs, strict=True)
+            (a.fine, clf.classes[int(p.argmax())], float(p.max())) for a, p in zip(chosen, probs, strict=True)
         ]
     return out
 
@@ -137,6 +137,20 @@ def test_a_broken_model_file_is_a_model_error(tmp_path):
         NarrowbandClassifier(NarrowbandOptions(max_samples=8), good)
 
 
+def two_stage_found(frame, **options) -> list:
+    """What the shipped two-stage detector finds in ``frame`` with these options (no threshold)."""
+    det = TwoStageDetector(
+        "ts",
+        EnergyProposer(),
+        Path(rfstream.__file__).parent / "models" / "crop_classifier.onnx",
+        options=TwoStageOptions(providers="cpu", threads=1, **options),
+        score_threshold=0.0,
+    )
+    found = det.detect(frame)
+    det.close()
+    return found
+
+
 def test_two_stage_names_an_am_carrier_from_its_iq():
     """The shipped crop classifier sees a narrow stripe; with the IQ the two-stage detector says am."""
     fs = 10e6
@@ -149,18 +163,9 @@ def test_two_stage_names_an_am_carrier_from_its_iq():
     am = annotations[0]
     chunk = Chunk(iq=iq, sample_rate_hz=fs, center_freq_hz=0.0, start_sample=0, seq=0, arrived_ns=0)
     frame = Spectrogrammer(SpectrogramConfig(backend="numpy")).process(chunk)
-    model = Path(rfstream.__file__).parent / "models" / "crop_classifier.onnx"
 
     def labels(narrowband: bool) -> list[str]:
-        det = TwoStageDetector(
-            "ts",
-            EnergyProposer(),
-            model,
-            options=TwoStageOptions(providers="cpu", threads=1, narrowband=narrowband),
-            score_threshold=0.0,
-        )
-        found = det.detect(frame)
-        det.close()
+        found = two_stage_found(frame, narrowband=narrowband)
         return [d.label for d in found if d.f_low_hz < am.f_high_hz and d.f_high_hz > am.f_low_hz]
 
     with_iq, crops_only = labels(True), labels(False)
@@ -171,26 +176,10 @@ def test_two_stage_names_an_am_carrier_from_its_iq():
 # --- wide boxes (two-stage step 5) ---------------------------------------------------------------
 
 
-def wide_labelled(kind: str, fs: float, seeds: range = SEEDS) -> list[tuple[str, str, float]]:
-    """(fine label, predicted wide class, its probability) for every wide instance of ``kind``."""
-    clf = wideband_classifier()
-    out = []
-    for seed in seeds:
-        iq, annotations = capture(kind, seed, fs)
-        wide = [a for a in annotations if (b := column_box(a, fs))[3] - b[2] > LIMIT_HZ]
-        if not wide:
-            continue
-        probs, _ = clf.classify_boxes(iq, fs, 0.0, 0.0, np.array([column_box(a, fs) for a in wide]))
-        out += [
-            (a.fine, WIDE_CLASSES[int(p.argmax())], float(p.max())) for a, p in zip(wide, probs, strict=True)
-        ]
-    return out
-
-
 @pytest.mark.parametrize("kind", ["fsk", "psk", "ofdm", "chirp"])
 def test_wide_modulations_are_named_from_the_iq(kind):
     """At 15-25 dB in-band SNR, at 10 MS/s, most wide instances of each family named right."""
-    results = wide_labelled(kind, 10e6, range(7000, 7012))
+    results = labelled(kind, 10e6, range(7000, 7012), wide=True)
     assert len(results) >= 6, results
     right = [r for r in results if r[1] == kind and r[2] >= 0.5]
     assert len(right) >= 0.7 * len(results), results
@@ -220,20 +209,7 @@ def test_two_stage_names_wide_bursts_from_their_iq():
     """With the wide IQ stage, the two-stage detector's wide boxes on PSK bursts say psk, and say
     where the label came from; without it the crops alone decide (and the label is theirs)."""
     fs = 10e6
-    model = Path(rfstream.__file__).parent / "models" / "crop_classifier.onnx"
     spectrogrammer = Spectrogrammer(SpectrogramConfig(backend="numpy"))
-
-    def found(wideband: bool, frame) -> list:
-        det = TwoStageDetector(
-            "ts",
-            EnergyProposer(),
-            model,
-            options=TwoStageOptions(providers="cpu", threads=1, wideband=wideband),
-            score_threshold=0.0,
-        )
-        out = det.detect(frame)
-        det.close()
-        return out
 
     on_psk, sources = [], set()
     for seed in range(7000, 7012):
@@ -243,13 +219,13 @@ def test_two_stage_names_wide_bursts_from_their_iq():
             continue
         chunk = Chunk(iq=iq, sample_rate_hz=fs, center_freq_hz=0.0, start_sample=0, seq=0, arrived_ns=0)
         frame = spectrogrammer.process(chunk)
-        for d in found(True, frame):
+        for d in two_stage_found(frame, wideband=True):
             if d.f_high_hz - d.f_low_hz > LIMIT_HZ and any(
                 d.f_low_hz < a.f_high_hz and d.f_high_hz > a.f_low_hz for a in wide
             ):
                 on_psk.append(d.label)
                 sources.add(d.label_source)
-        assert all(d.label_source == "" for d in found(False, frame))
+        assert all(d.label_source == "" for d in two_stage_found(frame, wideband=False))
     assert len(on_psk) >= 4, on_psk
     assert on_psk.count("psk") >= 0.7 * len(on_psk), on_psk
     assert "iq" in sources
