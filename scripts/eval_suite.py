@@ -179,6 +179,14 @@ def fine_labels(meta: Path, annotations: list[Any], rate_hz: float) -> list[str]
     return out
 
 
+RECORDING_SPAN_S = 1e4  # recording k is scored at times k * this + its own (no recording is this long)
+
+
+def shifted(box: Any, seconds: float) -> Any:
+    """``box`` (a truth piece or a detection) moved ``seconds`` later."""
+    return dataclasses.replace(box, t_start_s=box.t_start_s + seconds, t_stop_s=box.t_stop_s + seconds)
+
+
 def evaluate_generator(
     generator: str,
     args: argparse.Namespace,
@@ -207,7 +215,10 @@ def evaluate_generator(
             annotations, own = select_truth(read_annotations(meta))
             n_annotations += len(annotations)
             n_own += len(own)
-            pieces = clip_to_frames(annotations, frames)
+            # Every recording of a generator shares one centre frequency and starts at 0 s: each is
+            # scored in its own time span, so a box of one recording never matches another's truth.
+            shift = len(recordings) * max(RECORDING_SPAN_S, 2.0 * args.duration)
+            pieces = [shifted(p, shift) for p in clip_to_frames(annotations, frames)]
             truth.extend(pieces)
             # the same cut with the fine type as label: clip_to_frames keeps the order, so the two align
             typed = [
@@ -219,12 +230,16 @@ def evaluate_generator(
             if args.split_low:
                 # run with every fused box kept; the daemon's default publishes those at or over
                 # the threshold (low_confidence False), exactly the same boxes
-                found[PUBLISHED].extend([d for d in r.detections if not d.low_confidence] for r in results)
-                found[ALL_SCORES].extend(list(r.detections) for r in results)
+                found[PUBLISHED].extend(
+                    [shifted(d, shift) for d in r.detections if not d.low_confidence] for r in results
+                )
+                found[ALL_SCORES].extend([shifted(d, shift) for d in r.detections] for r in results)
             else:
-                found[PUBLISHED].extend(list(r.detections) for r in results)
+                found[PUBLISHED].extend([shifted(d, shift) for d in r.detections] for r in results)
             for rec in recorders:
-                found[rec.name].extend(rec.found.get(r.frame.chunk.seq, []) for r in results)
+                found[rec.name].extend(
+                    [shifted(d, shift) for d in rec.found.get(r.frame.chunk.seq, [])] for r in results
+                )
             recordings.append(str(meta))
             print(
                 f"{generator} seed {seed} at {rate / 1e6:g} MS/s: {len(annotations)} annotations, "

@@ -68,3 +68,25 @@ def test_suite_scores_both_generators_and_measures_what_users_get(tmp_path):
         published = gen["reports"]["published"]
         assert published["label_aware"]["n_detections"] == sum(len(r.detections) for r in results)
         assert published["duplicates"]["n_chunks"] == len(results)
+
+
+def test_each_recording_is_scored_in_its_own_time_span():
+    """Every recording of a generator starts at 0 s at one centre frequency: pooled as they are, a
+    box of one recording could match another's truth. The suite moves recording k to k x 10^4 s."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import eval_suite
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    from rfstream.eval import FrameTruth, score_run
+    from rfstream.types import Detection
+
+    truth = FrameTruth(0.01, 0.05, 1e9, 1.001e9, "fsk", 20.0)
+    det = Detection(0, 0, 1, 1, 0.01, 0.05, 1e9, 1.001e9, 0.9, "fsk", "frame")
+    span = eval_suite.RECORDING_SPAN_S
+    assert eval_suite.shifted(truth, span).t_start_s == 0.01 + span
+    assert eval_suite.shifted(det, span).t_stop_s == 0.05 + span
+    # recording 0 holds the truth, recording 1 (an empty scene) the box: nothing matches
+    apart = score_run([truth], [eval_suite.shifted(det, span)])
+    assert apart.label_agnostic.results[0].overall.recall == 0.0
+    assert score_run([truth], [det]).label_agnostic.results[0].overall.recall == 1.0
