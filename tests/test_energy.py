@@ -465,3 +465,32 @@ def test_an_ook_packet_broken_by_a_run_of_spaces_is_joined():
     boxes = _boxes_on(EnergyDetector().detect(frame), -2e6, -1.98e6)
     assert len(boxes) == 1, [(d.t_start_s, d.t_stop_s) for d in boxes]
     assert boxes[0].t_start_s < 0.052 and boxes[0].t_stop_s > 0.148
+
+
+def test_a_cw_burst_crossed_by_hops_is_boxed_apart_from_them():
+    """A carrier on for 80 ms of the 200 ms frame (not a frame-long carrier) crossed by five 1 MHz
+    wide, 2 ms hops: the carrier is one narrow box over its own span, each hop one box across it,
+    and the hops on either side of the carrier stay whole (one box spanning it)."""
+    rate, n = 10e6, 2_000_000
+    rng = np.random.default_rng(45)
+    t = np.arange(n) / rate
+    df = rate / 1024
+    f_tone = 1e6 + 0.5 * df
+    iq = (rng.normal(size=n) + 1j * rng.normal(size=n)) / np.sqrt(2)
+    cw = (t > 0.06) & (t < 0.14)
+    iq += cw * np.sqrt(10**2.0 * 4 / 4096) * np.exp(2j * np.pi * f_tone * t)  # 20 dB in one 4096-bin
+    hops = [0.068, 0.083, 0.097, 0.112, 0.126]
+    for s in hops:
+        on = (t >= s) & (t < s + 2e-3)
+        iq += on * _band_noise(rng, n, rate, f_tone - 0.4e6, f_tone + 0.6e6, 10 ** (15 / 10) * 0.1)
+    (frame,) = _default_frames(iq, rate)
+    dets = EnergyDetector().detect(frame)
+    seen = [
+        (round((d.f_low_hz - 100e6) / 1e3), round((d.f_high_hz - 100e6) / 1e3), d.t_start_s, d.t_stop_s)
+        for d in dets
+    ]
+    carrier = np.array([(100e6 + f_tone - df / 2, 0.06, 100e6 + f_tone + df / 2, 0.14)])
+    hop_truth = np.array([(100e6 + f_tone - 0.4e6, s, 100e6 + f_tone + 0.6e6, s + 2e-3) for s in hops])
+    got = np.array([(d.f_low_hz, d.t_start_s, d.f_high_hz, d.t_stop_s) for d in dets]).reshape(-1, 4)
+    assert iou_matrix(got, carrier).max() >= 0.5, seen
+    assert (iou_matrix(got, hop_truth).max(axis=0) >= 0.5).all(), seen

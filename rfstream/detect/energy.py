@@ -445,48 +445,22 @@ class EnergyProposer:
         return a
 
     def _label(self, mask: np.ndarray, labels: np.ndarray) -> int:
-        """Connected components, with always-on columns (carriers) labelled apart from bursts.
+        """Connected components, with carriers labelled apart from the bursts that cross them.
 
         A carrier runs the whole frame, so every burst whose skirt touches it would join one
-        giant component. Columns set in at least ``carrier_fraction`` of the rows (widened by
-        the smoothing and closing reach, which spread a carrier sideways) are labelled on their
-        own; the bursts are labelled without them, bridged across a carrier where a burst sits
-        on both sides of it (a wideband burst over a carrier stays one box).
-
-        One full-frame ``ndimage.label`` pass (the bursts); the carriers are labelled on their
-        own few columns, packed side by side with an empty column between runs that are not
-        adjacent, which gives the same components, numbered in the same order, as labelling
-        them in place.
+        giant component. Columns set in at least ``carrier_fraction`` of the rows are labelled
+        on their own, the bursts without them (:func:`_label_carriers`). The same split is then
+        applied inside every component: a carrier that is on for only part of the frame (a CW
+        burst, a voice channel's carrier) is on in most rows *of its component*, and the wideband
+        bursts that crossed it (hops, packets) would otherwise take it into their box or lose
+        themselves in its.
         """
         o = self.options
-        h, w = mask.shape
-        occupied = np.add.reduce(mask, axis=0, dtype=np.int32) >= o.carrier_fraction * h
-        if o.carrier_fraction >= 1.0 or not occupied.any():
-            return int(scipy.ndimage.label(mask, output=labels))
         reach = o.smooth_f // 2 + o.closing_f // 2
-        carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
-        cols = np.flatnonzero(carrier)
-        bursts = mask.copy()
-        bursts[:, cols] = False
-        # Bridge each run of carrier columns [a, b) where the burst mask is set on both sides.
-        breaks = np.flatnonzero(np.diff(cols) > 1)  # a run ends after cols[i] for i in breaks
-        starts = np.concatenate(([cols[0]], cols[breaks + 1]))
-        stops = np.concatenate((cols[breaks] + 1, [cols[-1] + 1]))
-        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
-            if a > 0 and b < w:
-                both = mask[:, a - 1] & mask[:, b]
-                bursts[:, a:b] = both[:, None] & mask[:, a:b]
-        n_bursts = int(scipy.ndimage.label(bursts, output=labels))
-        # Carriers stay whole (a bridged burst keeps its pixels on both sides, so its box still
-        # spans the carrier): every masked pixel of a carrier column takes its carrier's label.
-        packed_col = np.arange(cols.size) + np.searchsorted(breaks, np.arange(cols.size), side="left")
-        packed = np.zeros((h, cols.size + breaks.size), dtype=bool)
-        packed[:, packed_col] = mask[:, cols]
-        carrier_labels, n_carriers = scipy.ndimage.label(packed)
-        in_place = carrier_labels[:, packed_col]
-        in_place[in_place > 0] += n_bursts
-        labels[:, cols] = in_place
-        return n_bursts + int(n_carriers)
+        if o.carrier_fraction >= 1.0:
+            return int(scipy.ndimage.label(mask, output=labels))
+        n_bursts, n = _label_carriers(mask, labels, o.carrier_fraction, reach)
+        return _split_components(labels, n_bursts, n, o.carrier_fraction, reach, CARRIER_MIN_ROWS)
 
     def _seeded_gather(
         self, where: np.ndarray, cols: np.ndarray, along_t: Any, along_f: Any, seed_t: Any, seed_f: Any
@@ -758,6 +732,100 @@ def energy_options(
     if hop is not None and "hop" not in options:
         parsed = dataclasses.replace(parsed, hop=int(hop))
     return parsed
+
+
+CARRIER_MIN_ROWS = 16  # a component this many rows tall may hold a carrier crossed by bursts
+CARRIER_CROSSING_SHARE = 0.2  # crossing bursts fill at most this share of the carrier's rows (median column)
+
+
+def _label_carriers(mask: np.ndarray, labels: np.ndarray, fraction: float, reach: int) -> tuple[int, int]:
+    """Label ``mask`` into ``labels`` (same shape) with its carriers apart; the number of burst
+    components (labels ``1..n_bursts``) and of all components (the carriers after the bursts).
+
+    Columns set in at least ``fraction`` of the mask's rows (widened by ``reach``: the smoothing
+    and closing spread a carrier sideways) are carriers, labelled on their own; the rest is
+    labelled without them, bridged across a carrier where a burst sits on both sides of it (a
+    wideband burst over a carrier stays one box). One ``ndimage.label`` pass for the bursts; the
+    carriers are labelled on their own few columns, packed side by side with an empty column
+    between runs that are not adjacent, which numbers them as labelling them in place would.
+    """
+    h, w = mask.shape
+    occupied = np.add.reduce(mask, axis=0, dtype=np.int32) >= fraction * h
+    if not occupied.any():
+        n = int(scipy.ndimage.label(mask, output=labels))
+        return n, n
+    carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
+    cols = np.flatnonzero(carrier)
+    bursts = mask.copy()
+    bursts[:, cols] = False
+    # Bridge each run of carrier columns [a, b) in the rows where the burst mask is set on both
+    # sides (the run's own pixels take the carrier's label below; unset ones stay background).
+    breaks = np.flatnonzero(np.diff(cols) > 1)  # a run ends after cols[i] for i in breaks
+    starts = np.concatenate(([cols[0]], cols[breaks + 1]))
+    stops = np.concatenate((cols[breaks] + 1, [cols[-1] + 1]))
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        if a > 0 and b < w:
+            bursts[:, a:b] = (mask[:, a - 1] & mask[:, b])[:, None]
+    n_bursts = int(scipy.ndimage.label(bursts, output=labels))
+    # Carriers stay whole (a bridged burst keeps its pixels on both sides, so its box still
+    # spans the carrier): every masked pixel of a carrier column takes its carrier's label.
+    packed_col = np.arange(cols.size) + np.searchsorted(breaks, np.arange(cols.size), side="left")
+    packed = np.zeros((h, cols.size + breaks.size), dtype=bool)
+    packed[:, packed_col] = mask[:, cols]
+    carrier_labels, n_carriers = scipy.ndimage.label(packed)
+    in_place = carrier_labels[:, packed_col]
+    in_place[in_place > 0] += n_bursts
+    labels[:, cols] = in_place
+    return n_bursts, n_bursts + int(n_carriers)
+
+
+def _split_components(
+    labels: np.ndarray, n_bursts: int, n: int, fraction: float, reach: int, min_rows: int
+) -> int:
+    """Apply :func:`_label_carriers` inside each burst component (labels ``1..n_bursts`` of the
+    ``n`` in ``labels``, changed in place) at least ``min_rows`` tall whose carrier columns (on in
+    ``fraction`` of the component's own rows, widened by ``reach``) fill at most a third of its
+    width while the rest fills few of those rows: a carrier crossed by wider bursts. Pieces after
+    the first get new labels from ``n + 1``; returns the new count.
+
+    The frame's carriers (labels above ``n_bursts``) inside the component's box take part as
+    carriers, so a burst bridged across one stays one piece. A component that is all carrier (a
+    tone, a CW burst, a 2-FSK pair of lines) or has none (a wideband burst, a chirp) is left as
+    it is.
+    """
+    total = n
+    for k, sl in enumerate(scipy.ndimage.find_objects(labels, max_label=n_bursts), start=1):
+        if (
+            sl is None
+            or sl[0].stop - sl[0].start < min_rows
+            or sl[1].stop - sl[1].start < 3 * (2 * reach + 1)
+        ):
+            continue
+        region = labels[sl]
+        own = region == k
+        h, w = own.shape
+        occupied = np.add.reduce(own, axis=0, dtype=np.int32) >= fraction * h
+        if not occupied.any():
+            continue
+        carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
+        if 3 * int(carrier.sum()) > w:
+            continue
+        # Bursts crossing a carrier fill few of its rows; a weak wideband signal whose columns are
+        # each set in about half the rows (a few reaching ``fraction`` by chance) is one signal.
+        rest = np.add.reduce(own[:, ~carrier], axis=0, dtype=np.int32)
+        rest = rest[rest > 0]
+        if rest.size == 0 or float(np.median(rest)) > CARRIER_CROSSING_SHARE * h:
+            continue
+        sub = np.zeros(own.shape, dtype=np.int32)
+        _label_carriers(own | (region > n_bursts), sub, fraction, reach)
+        ids, inverse = np.unique(sub[own], return_inverse=True)
+        if ids.size < 2:
+            continue
+        # the first piece keeps the label k, the others are numbered after every label so far
+        new = np.concatenate(([k], np.arange(total + 1, total + ids.size)))
+        region[own] = new[inverse.ravel()]
+        total += ids.size - 1
+    return total
 
 
 def _bounding_boxes(ys: np.ndarray, xs: np.ndarray, ids: np.ndarray, kept: np.ndarray, n: int) -> np.ndarray:
