@@ -42,6 +42,17 @@ noise statistics of the frame it is looking at, and from the frame's geometry:
    bridges the small holes of keyed or hopping-within-band signals, then one
    ``scipy.ndimage.label`` gives the components; their statistics come from
    ``np.bincount`` over the masked pixels (no Python loop per component).
+   **Carriers apart from what crosses them**: columns set in at least
+   ``carrier_fraction`` of the rows are labelled on their own, and the bursts
+   without them, bridged across a carrier where a burst sits on both sides (one
+   box spanning it). The same split is applied inside every component at least
+   16 rows tall: a carrier on for only part of the frame (a CW burst, a voice
+   channel) is on in most rows *of its component*; where its columns fill at
+   most a third of the component's width and the rest fills at most a fifth of
+   its rows (hops or packets crossing it, not a weak wideband signal whose
+   columns each light up half the time), carrier and bursts become separate
+   components. Before this, a CW burst crossed by hops was one box, the carrier's,
+   and every hop was lost.
 6. **Acceptance**: a component is kept when it holds a seed pixel *or* its
    integrated SNR reaches ``accept_sigma``: the mean excess of the raw image
    over the floor, in units of the raw pixel sigma, times
@@ -108,7 +119,8 @@ strided sample; per-component work is ``bincount`` over the masked pixels.
 
 Limitations: an always-on signal wider than half the baseline window becomes
 part of the floor; signals closer than the closing size, or touching in time
-and frequency (a burst sitting on a carrier), merge into one box.
+and frequency (a burst beside another burst, a burst on a wideband signal that
+is on for most of its rows), merge into one box.
 """
 
 from __future__ import annotations
