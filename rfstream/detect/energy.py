@@ -456,23 +456,25 @@ class EnergyProposer:
                 _sweep(b, a, k, axis, k - 1 - k // 2, grow=False)
         return a
 
-    def _label(self, mask: np.ndarray, labels: np.ndarray) -> int:
-        """Connected components, with carriers labelled apart from the bursts that cross them.
+    def _label(self, mask: np.ndarray, labels: np.ndarray) -> tuple[int, int]:
+        """Connected components, with carriers labelled apart from the bursts that cross them;
+        the number of burst components (labels ``1..n_bursts``) and of all.
 
         A carrier runs the whole frame, so every burst whose skirt touches it would join one
         giant component. Columns set in at least ``carrier_fraction`` of the rows are labelled
-        on their own, the bursts without them (:func:`_label_carriers`). The same split is then
-        applied inside every component: a carrier that is on for only part of the frame (a CW
-        burst, a voice channel's carrier) is on in most rows *of its component*, and the wideband
-        bursts that crossed it (hops, packets) would otherwise take it into their box or lose
-        themselves in its.
+        on their own, the bursts without them (:func:`_label_carriers`). :func:`_split_components`
+        then applies the same split inside each burst component (``_candidates``).
         """
         o = self.options
-        reach = o.smooth_f // 2 + o.closing_f // 2
         if o.carrier_fraction >= 1.0:
-            return int(scipy.ndimage.label(mask, output=labels))
-        n_bursts, n = _label_carriers(mask, labels, o.carrier_fraction, reach)
-        return _split_components(labels, n_bursts, n, o.carrier_fraction, reach, CARRIER_MIN_ROWS)
+            n = int(scipy.ndimage.label(mask, output=labels))
+            return n, n
+        return _label_carriers(mask, labels, o.carrier_fraction, self._reach)
+
+    @property
+    def _reach(self) -> int:
+        """How far smoothing and closing spread a carrier sideways, columns."""
+        return self.options.smooth_f // 2 + self.options.closing_f // 2
 
     def _seeded_gather(
         self, where: np.ndarray, cols: np.ndarray, along_t: Any, along_f: Any, seed_t: Any, seed_f: Any
@@ -516,7 +518,7 @@ class EnergyProposer:
         xp.logical_or(grow, xp.greater(along_f, grow_f[None, :], out=tmp), out=grow)
         mask = self._to_host(self._close(grow))
         labels = self._labels
-        n = self._label(mask, labels)
+        n_bursts, n = self._label(mask, labels)
         if n == 0:
             return np.zeros((0, 4)), np.zeros(0)
 
@@ -527,6 +529,15 @@ class EnergyProposer:
         ys, xs = np.nonzero(mask)  # masked pixels in raster order
         where = ys * w + xs
         ids = labels.ravel()[where]
+        every: np.ndarray | None = _bounding_boxes(ys, xs, ids, np.arange(1, n + 1), n)  # label k: row k-1
+        if o.carrier_fraction < 1.0 and n_bursts:
+            # a carrier on for part of the frame, crossed by bursts: split inside its component
+            n_split = _split_components(
+                labels, every[:n_bursts], n, o.carrier_fraction, self._reach, CARRIER_MIN_ROWS
+            )
+            if n_split > n:
+                n, every = n_split, None
+                ids = labels.ravel()[where]
         area = np.bincount(ids, minlength=n + 1)
         excess = np.bincount(ids, weights=residual.ravel()[where], minlength=n + 1)
         seeded = self._seeded_at(where, xs, along_t, along_f, seed_t, seed_f)
@@ -539,7 +550,7 @@ class EnergyProposer:
         kept = np.flatnonzero(keep)
         if kept.size == 0:
             return np.zeros((0, 4)), np.zeros(0)
-        boxes = _bounding_boxes(ys, xs, ids, kept, n)
+        boxes = _bounding_boxes(ys, xs, ids, kept, n) if every is None else every[kept - 1]
         mean = mean[kept]
         fits = (boxes[:, 3] - boxes[:, 1] >= o.min_time_px) & (boxes[:, 2] - boxes[:, 0] >= o.min_freq_px)
         boxes, mean = boxes[fits], mean[fits]
@@ -792,28 +803,27 @@ def _label_carriers(mask: np.ndarray, labels: np.ndarray, fraction: float, reach
 
 
 def _split_components(
-    labels: np.ndarray, n_bursts: int, n: int, fraction: float, reach: int, min_rows: int
+    labels: np.ndarray, bursts: np.ndarray, n: int, fraction: float, reach: int, min_rows: int
 ) -> int:
-    """Apply :func:`_label_carriers` inside each burst component (labels ``1..n_bursts`` of the
-    ``n`` in ``labels``, changed in place) at least ``min_rows`` tall whose carrier columns (on in
-    ``fraction`` of the component's own rows, widened by ``reach``) fill at most a third of its
-    width while the rest fills few of those rows: a carrier crossed by wider bursts. Pieces after
+    """Apply :func:`_label_carriers` inside each burst component (label ``k`` with its box
+    ``bursts[k - 1]``, x0, y0, x1, y1; ``labels`` holds ``n`` labels and is changed in place) at
+    least ``min_rows`` tall whose carrier columns (on in ``fraction`` of the component's own
+    rows, widened by ``reach``) fill at most a third of its width while the rest fills few of
+    those rows: a carrier on for part of the frame, crossed by wider bursts (a CW burst or a voice
+    carrier and the hops across it), which would otherwise be one box, the carrier's. Pieces after
     the first get new labels from ``n + 1``; returns the new count.
 
-    The frame's carriers (labels above ``n_bursts``) inside the component's box take part as
+    The frame's carriers (labels above ``len(bursts)``) inside the component's box take part as
     carriers, so a burst bridged across one stays one piece. A component that is all carrier (a
     tone, a CW burst, a 2-FSK pair of lines) or has none (a wideband burst, a chirp) is left as
     it is.
     """
-    total = n
-    for k, sl in enumerate(scipy.ndimage.find_objects(labels, max_label=n_bursts), start=1):
-        if (
-            sl is None
-            or sl[0].stop - sl[0].start < min_rows
-            or sl[1].stop - sl[1].start < 3 * (2 * reach + 1)
-        ):
-            continue
-        region = labels[sl]
+    total, n_bursts = n, len(bursts)
+    b = bursts.astype(np.int64)
+    tall = (b[:, 3] - b[:, 1] >= min_rows) & (b[:, 2] - b[:, 0] >= 3 * (2 * reach + 1))
+    for k in (np.flatnonzero(tall) + 1).tolist():
+        x0, y0, x1, y1 = b[k - 1].tolist()
+        region = labels[y0:y1, x0:x1]
         own = region == k
         h, w = own.shape
         occupied = np.add.reduce(own, axis=0, dtype=np.int32) >= fraction * h
