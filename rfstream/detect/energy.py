@@ -813,8 +813,8 @@ def _split_components(
     carrier and the hops across it), which would otherwise be one box, the carrier's. Pieces after
     the first get new labels from ``n + 1``; returns the new count.
 
-    The frame's carriers (labels above ``len(bursts)``) inside the component's box take part as
-    carriers, so a burst bridged across one stays one piece. A component that is all carrier (a
+    The frame's carriers (labels ``len(bursts) + 1 .. n``) inside the component's box take part
+    as carriers, so a burst bridged across one stays one piece. A component that is all carrier (a
     tone, a CW burst, a 2-FSK pair of lines) or has none (a wideband burst, a chirp) is left as
     it is.
     """
@@ -839,7 +839,8 @@ def _split_components(
         if rest.size == 0 or float(np.median(rest)) > CARRIER_CROSSING_SHARE * h:
             continue
         sub = np.zeros(own.shape, dtype=np.int32)
-        _label_carriers(own | (region > n_bursts), sub, fraction, reach)
+        frame_carriers = (region > n_bursts) & (region <= n)  # not pieces split off before
+        _label_carriers(own | frame_carriers, sub, fraction, reach)
         ids, inverse = np.unique(sub[own], return_inverse=True)
         if ids.size < 2:
             continue
