@@ -48,7 +48,7 @@ noise statistics of the frame it is looking at, and from the frame's geometry:
    box spanning it). The same split is applied inside every component at least
    16 rows tall: a carrier on for only part of the frame (a CW burst, a voice
    channel) is on in most rows *of its component*; where its columns fill at
-   most a third of the component's width and the rest fills at most a fifth of
+   most a third of the component's width and the rest fills at most 35 % of
    its rows (hops or packets crossing it, not a weak wideband signal whose
    columns each light up half the time), carrier and bursts become separate
    components. Before this, a CW burst crossed by hops was one box, the carrier's,
@@ -758,7 +758,7 @@ def energy_options(
 
 
 CARRIER_MIN_ROWS = 16  # a component this many rows tall may hold a carrier crossed by bursts
-CARRIER_CROSSING_SHARE = 0.2  # crossing bursts fill at most this share of the carrier's rows (median column)
+CARRIER_CROSSING_SHARE = 0.35  # crossing bursts fill at most this share of the carrier's rows (median column)
 
 
 def _label_carriers(mask: np.ndarray, labels: np.ndarray, fraction: float, reach: int) -> tuple[int, int]:
