@@ -758,6 +758,7 @@ def energy_options(
 
 
 CARRIER_MIN_ROWS = 16  # a component this many rows tall may hold a carrier crossed by bursts
+CARRIER_PARTS = 3  # a carrier crossed by bursts fills at most 1/this of its component's width
 CARRIER_CROSSING_SHARE = 0.35  # crossing bursts fill at most this share of the carrier's rows (median column)
 
 
@@ -773,12 +774,10 @@ def _label_carriers(mask: np.ndarray, labels: np.ndarray, fraction: float, reach
     between runs that are not adjacent, which numbers them as labelling them in place would.
     """
     h, w = mask.shape
-    occupied = np.add.reduce(mask, axis=0, dtype=np.int32) >= fraction * h
-    if not occupied.any():
+    cols = np.flatnonzero(_carrier_columns(mask, fraction, reach))
+    if cols.size == 0:
         n = int(scipy.ndimage.label(mask, output=labels))
         return n, n
-    carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
-    cols = np.flatnonzero(carrier)
     bursts = mask.copy()
     bursts[:, cols] = False
     # Bridge each run of carrier columns [a, b) in the rows where the burst mask is set on both
@@ -802,6 +801,15 @@ def _label_carriers(mask: np.ndarray, labels: np.ndarray, fraction: float, reach
     return n_bursts, n_bursts + int(n_carriers)
 
 
+def _carrier_columns(mask: np.ndarray, fraction: float, reach: int) -> np.ndarray:
+    """Which columns of ``mask`` belong to a carrier: set in at least ``fraction`` of its rows,
+    widened by ``reach`` columns on each side (smoothing and closing spread a carrier sideways)."""
+    occupied = np.add.reduce(mask, axis=0, dtype=np.int32) >= fraction * mask.shape[0]
+    if reach and occupied.any():
+        return scipy.ndimage.binary_dilation(occupied, iterations=reach)
+    return occupied
+
+
 def _split_components(
     labels: np.ndarray, bursts: np.ndarray, n: int, fraction: float, reach: int, min_rows: int
 ) -> int:
@@ -820,17 +828,14 @@ def _split_components(
     """
     total, n_bursts = n, len(bursts)
     b = bursts.astype(np.int64)
-    tall = (b[:, 3] - b[:, 1] >= min_rows) & (b[:, 2] - b[:, 0] >= 3 * (2 * reach + 1))
+    tall = (b[:, 3] - b[:, 1] >= min_rows) & (b[:, 2] - b[:, 0] >= CARRIER_PARTS * (2 * reach + 1))
     for k in (np.flatnonzero(tall) + 1).tolist():
         x0, y0, x1, y1 = b[k - 1].tolist()
         region = labels[y0:y1, x0:x1]
         own = region == k
         h, w = own.shape
-        occupied = np.add.reduce(own, axis=0, dtype=np.int32) >= fraction * h
-        if not occupied.any():
-            continue
-        carrier = scipy.ndimage.binary_dilation(occupied, iterations=reach) if reach else occupied
-        if 3 * int(carrier.sum()) > w:
+        carrier = _carrier_columns(own, fraction, reach)
+        if not carrier.any() or CARRIER_PARTS * int(carrier.sum()) > w:
             continue
         # Bursts crossing a carrier fill few of its rows; a weak wideband signal whose columns are
         # each set in about half the rows (a few reaching ``fraction`` by chance) is one signal.
