@@ -66,6 +66,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 from rfstream.detect.nms import iou_matrix
 from rfstream.types import Detection
@@ -89,6 +91,7 @@ __all__ = [
     "count_duplicates",
     "evaluate",
     "filter_by_snr",
+    "join_unresolved",
     "recall_by_group",
     "recall_by_snr",
     "reliability",
@@ -931,21 +934,36 @@ class FrameTruth:
     label: str
     snr_db: float | None
     widened: bool = False  # narrower than a column or shorter than a row before widening
+    parts: int = 1  # annotations joined into this piece (closer in time than one row, one band)
+    kind: str = ""  # the generator's own type, where the caller gave one (eval_suite's per-type table)
 
 
-def clip_to_frames(truth: Iterable[Any], frames: Iterable[Any]) -> list[FrameTruth]:
+def clip_to_frames(
+    truth: Iterable[Any],
+    frames: Iterable[Any],
+    *,
+    kinds: Sequence[str] | None = None,
+    join: bool = True,
+) -> list[FrameTruth]:
     """Cut each truth box into the pieces that fall inside each frame's time span.
 
     ``frames`` are :class:`rfstream.types.Frame` (or anything with ``t0_s``, ``t1_s``,
     ``dt_s``, ``f0_hz``, ``f1_hz``, ``df_hz``). Boxes are also clipped to the frame's
     band. A piece narrower than one column (``df_hz``) or shorter than one row
     (``dt_s``) is widened about its centre to one column / one row and then moved,
-    if needed, to lie inside the frame, where every detector box lies.
+    if needed, to lie inside the frame, where every detector box lies. Then, with
+    ``join``, pieces of one frame that the frame cannot tell apart become one
+    (:func:`join_unresolved`). ``kinds``, aligned with ``truth``, is carried into
+    each piece's ``kind``.
     """
     truth = list(truth)
+    kind_of = [""] * len(truth) if kinds is None else [str(k) for k in kinds]
+    if len(kind_of) != len(truth):
+        raise ValueError(f"{len(kind_of)} kinds for {len(truth)} truth boxes")
     out: list[FrameTruth] = []
     for frame in frames:
-        for t in truth:
+        pieces: list[FrameTruth] = []
+        for t, kind in zip(truth, kind_of, strict=True):
             t0, t1 = max(t.t_start_s, frame.t0_s), min(t.t_stop_s, frame.t1_s)
             f0, f1 = max(t.f_low_hz, frame.f0_hz), min(t.f_high_hz, frame.f1_hz)
             if t1 <= t0 and not (t.t_start_s == t.t_stop_s and frame.t0_s <= t0 < frame.t1_s):
@@ -955,8 +973,70 @@ def clip_to_frames(truth: Iterable[Any], frames: Iterable[Any]) -> list[FrameTru
             widened = (t1 - t0) < frame.dt_s or (f1 - f0) < frame.df_hz
             t0, t1 = _at_least(t0, t1, frame.dt_s, frame.t0_s, frame.t1_s)
             f0, f1 = _at_least(f0, f1, frame.df_hz, frame.f0_hz, frame.f1_hz)
-            out.append(FrameTruth(t0, t1, f0, f1, t.label, getattr(t, "snr_db", None), widened))
+            snr = getattr(t, "snr_db", None)
+            pieces.append(FrameTruth(t0, t1, f0, f1, t.label, snr, widened, 1, kind))
+        out.extend(join_unresolved(pieces, frame.dt_s) if join else pieces)
     return out
+
+
+def join_unresolved(pieces: Sequence[FrameTruth], dt_s: float) -> list[FrameTruth]:
+    """Join the pieces of one frame that are one blob at the frame's time resolution.
+
+    Two pieces are joined when they carry the same label, lie on one band (bandwidths within a
+    factor 2, overlapping in frequency over at least half the narrower) and are apart in time
+    by less than one row (``dt_s``), or overlap: a hopper's dwells back to back on one channel,
+    TDMA bursts with guard times of tens of µs, replies closer than a row. No STFT row of the
+    frame falls into such a gap, so no detector can draw the pieces apart; like a piece
+    shorter than one row (widened to one), they are scored as what the frame shows. The joined
+    piece is the union of the boxes, with the highest SNR of its parts (the strongest part is
+    what makes it visible), ``parts`` the number joined and the first part's ``kind``. Repeated
+    until nothing joins; pieces keep their order (a joined one takes its first part's place).
+    """
+    items = list(pieces)
+    while len(items) > 1:
+        lo = np.array([p.f_low_hz for p in items])
+        hi = np.array([p.f_high_hz for p in items])
+        t0 = np.array([p.t_start_s for p in items])
+        t1 = np.array([p.t_stop_s for p in items])
+        labels = np.array([p.label for p in items])
+        bw = hi - lo
+        overlap = np.minimum(hi[:, None], hi[None, :]) - np.maximum(lo[:, None], lo[None, :])
+        narrow = np.minimum(bw[:, None], bw[None, :])
+        wide = np.maximum(bw[:, None], bw[None, :])
+        gap = np.maximum(t0[:, None], t0[None, :]) - np.minimum(t1[:, None], t1[None, :])
+        linked = (
+            (labels[:, None] == labels[None, :])
+            & (overlap >= 0.5 * narrow)
+            & (wide <= 2.0 * narrow)
+            & (gap < dt_s)
+        )
+        np.fill_diagonal(linked, False)
+        if not linked.any():
+            break
+        _, component = connected_components(csr_matrix(linked), directed=False)
+        groups: dict[int, list[FrameTruth]] = {}
+        for c, p in zip(component.tolist(), items, strict=True):
+            groups.setdefault(c, []).append(p)
+        items = [_joined(parts) for parts in groups.values()]
+    return items
+
+
+def _joined(parts: Sequence[FrameTruth]) -> FrameTruth:
+    if len(parts) == 1:
+        return parts[0]
+    snrs = [p.snr_db for p in parts if p.snr_db is not None and not math.isnan(p.snr_db)]
+    first = min(parts, key=lambda p: (p.t_start_s, p.f_low_hz))
+    return FrameTruth(
+        min(p.t_start_s for p in parts),
+        max(p.t_stop_s for p in parts),
+        min(p.f_low_hz for p in parts),
+        max(p.f_high_hz for p in parts),
+        parts[0].label,
+        max(snrs) if snrs else None,
+        any(p.widened for p in parts),
+        sum(p.parts for p in parts),
+        first.kind,
+    )
 
 
 def _at_least(lo: float, hi: float, width: float, lo_limit: float, hi_limit: float) -> tuple[float, float]:
@@ -973,6 +1053,7 @@ def _at_least(lo: float, hi: float, width: float, lo_limit: float, hi_limit: flo
 def widening_note(pieces: Sequence[FrameTruth], frames: Sequence[Any]) -> str:
     """One line saying how truth was widened to the frames' resolution before scoring."""
     n = sum(1 for p in pieces if p.widened)
+    joined = [p for p in pieces if p.parts > 1]
     if frames:
         df = sorted({float(f.df_hz) for f in frames})
         dt = sorted({float(f.dt_s) for f in frames})
@@ -981,10 +1062,16 @@ def widening_note(pieces: Sequence[FrameTruth], frames: Sequence[Any]) -> str:
         res = f"1 column ({col}) × 1 row ({row})"
     else:
         res = "1 column × 1 row"
-    return (
+    text = (
         f"truth cut per frame and widened to the frame's resolution before scoring: at least {res}; "
         f"{n} of {len(pieces)} truth pieces widened"
     )
+    if joined:
+        text += (
+            f"; {sum(p.parts for p in joined)} pieces less than one row apart on one band joined "
+            f"into {len(joined)}"
+        )
+    return text
 
 
 def _hz(value: float) -> str:
@@ -996,4 +1083,10 @@ def _hz(value: float) -> str:
 
 
 def widening_stats(pieces: Sequence[FrameTruth]) -> dict[str, int]:
-    return {"pieces": len(pieces), "widened": sum(1 for p in pieces if p.widened)}
+    joined = [p for p in pieces if p.parts > 1]
+    return {
+        "pieces": len(pieces),
+        "widened": sum(1 for p in pieces if p.widened),
+        "joined": sum(p.parts for p in joined),
+        "joined_into": len(joined),
+    }

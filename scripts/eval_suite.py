@@ -218,14 +218,10 @@ def evaluate_generator(
             # Every recording of a generator shares one centre frequency and starts at 0 s: each is
             # scored in its own time span, so a box of one recording never matches another's truth.
             shift = len(recordings) * max(RECORDING_SPAN_S, 2.0 * args.duration)
-            pieces = [shifted(p, shift) for p in clip_to_frames(annotations, frames)]
+            kinds = fine_labels(meta, annotations, rate)
+            pieces = [shifted(p, shift) for p in clip_to_frames(annotations, frames, kinds=kinds)]
             truth.extend(pieces)
-            # the same cut with the fine type as label: clip_to_frames keeps the order, so the two align
-            typed = [
-                dataclasses.replace(a, label=t)
-                for a, t in zip(annotations, fine_labels(meta, annotations, rate), strict=True)
-            ]
-            fine.extend(p.label for p in clip_to_frames(typed, frames))
+            fine.extend(p.kind for p in pieces)
             frames_all.extend(frames)
             if args.split_low:
                 # run with every fused box kept; the daemon's default publishes those at or over

@@ -25,6 +25,7 @@ from rfstream.eval import (
     score_run,
     select_truth,
     widening_note,
+    widening_stats,
 )
 from rfstream.types import Detection
 
@@ -212,6 +213,55 @@ def test_truth_is_widened_to_one_column_and_one_row_inside_the_frame():
     assert len(pieces) == 5
     note = widening_note(pieces, frames)
     assert "1 column (1 kHz) × 1 row (1000.0 µs)" in note and "4 of 5" in note
+
+
+def test_pieces_closer_than_one_row_on_one_band_are_joined():
+    """A hopper's dwells back to back on one channel, 0.4 rows apart: no row of the frame falls in
+    the gaps, so they are one piece (the union, the strongest part's SNR), scored as one signal."""
+    frame = FakeFrame()  # 1 ms rows, 1 kHz columns
+    dwells = [
+        Truth(0.0100 + k * 0.0054, 0.0150 + k * 0.0054, 20_000.0, 30_000.0, "fsk", 8.0 + k) for k in range(3)
+    ]
+    pieces = clip_to_frames(dwells, [frame], kinds=["fhss"] * 3)
+    assert len(pieces) == 1
+    (p,) = pieces
+    assert (p.t_start_s, p.t_stop_s) == (pytest.approx(0.010), pytest.approx(0.0258))
+    assert (p.f_low_hz, p.f_high_hz, p.label, p.snr_db, p.parts, p.kind) == (
+        20_000.0,
+        30_000.0,
+        "fsk",
+        10.0,
+        3,
+        "fhss",
+    )
+    note = widening_note(pieces, [frame])
+    assert "3 pieces less than one row apart on one band joined into 1" in note
+    assert widening_stats(pieces) == {"pieces": 1, "widened": 0, "joined": 3, "joined_into": 1}
+    found = [det(0.010, 0.026, 20_000.0, 30_000.0, 0.9, "fsk")]  # the one blob the frame shows
+    assert evaluate(pieces, found).at(0.5).overall.tp == 1
+    assert len(clip_to_frames(dwells, [frame], join=False)) == 3
+
+
+def test_what_the_frame_can_tell_apart_stays_apart():
+    frame = FakeFrame()
+    apart = [Truth(0.010, 0.015, 20_000.0, 30_000.0, "fsk"), Truth(0.0165, 0.020, 20_000.0, 30_000.0, "fsk")]
+    labels = [Truth(0.010, 0.015, 20_000.0, 30_000.0, "fsk"), Truth(0.0152, 0.020, 20_000.0, 30_000.0, "psk")]
+    touching = [
+        Truth(0.010, 0.020, 20_000.0, 30_000.0, "psk"),
+        Truth(0.010, 0.020, 30_000.0, 40_000.0, "psk"),
+    ]
+    on_top = [Truth(0.0, 0.1, 10_000.0, 60_000.0, "ofdm"), Truth(0.02, 0.03, 30_000.0, 35_000.0, "ofdm")]
+    for case in (apart, labels, touching, on_top):
+        assert len(clip_to_frames(case, [frame])) == 2, case
+    # a signal across two frames is cut at the boundary and never joined across it
+    frames = [FakeFrame(0.0), FakeFrame(0.1)]
+    long = [Truth(0.05, 0.15, 20_000.0, 30_000.0, "fm")]
+    assert [round(p.t_stop_s, 3) for p in clip_to_frames(long, frames)] == [0.1, 0.15]
+
+
+def test_kinds_must_align_with_the_truth():
+    with pytest.raises(ValueError, match="2 kinds for 1 truth"):
+        clip_to_frames([Truth(0.0, 0.01, 0.0, 1000.0, "fm")], [FakeFrame()], kinds=["a", "b"])
 
 
 def test_widened_truth_is_matched_by_a_one_column_box():
