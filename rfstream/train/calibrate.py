@@ -13,7 +13,7 @@ to the truth exactly as the evaluation matches them:
   (``scripts/eval_suite.py``: 1–99);
 - each capture is replayed in 200 ms chunks through the daemon's spectrogram; the
   truth is cut per frame and widened to the frame's resolution (one column, one
-  row: :func:`rfstream.eval.clip_to_frames`);
+  row; pieces of one band less than a row apart joined: :func:`rfstream.eval.clip_to_frames`);
 - a box is *correct* when the label-aware, one-to-one matching of
   :mod:`rfstream.eval` (boxes in descending score, IoU ≥ 0.5, equal label) gives
   it a truth box — so a duplicate is wrong, as it is for a subscriber;
@@ -225,7 +225,10 @@ def fit_calibration(
         "correct": int(s.correct.sum()),
         "truth": s.n_truth,
         "iou": MATCH_IOU,
-        "matching": "label-aware, one-to-one, truth widened to 1 column x 1 row (rfstream.eval)",
+        "matching": (
+            "label-aware, one-to-one, truth widened to 1 column x 1 row, pieces closer than a row joined "
+            "(rfstream.eval)"
+        ),
         "raw_floor": FLOOR,
         "ece_raw": round(expected_calibration_error(s.raw, s.correct), 4),
         "ece_calibrated": round(expected_calibration_error(calibrated, s.correct), 4),
