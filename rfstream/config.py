@@ -123,6 +123,7 @@ class TrackerConfig:
     confirm_hits: int = 2  # hits before a track is confirmed
     freq_tolerance_hz: float = 0.0  # extra slack when matching; 0 = 10 % of the bandwidth
     smoothing: float = 0.5  # exponential smoothing of the edges, 0 = no memory
+    label_by_track: bool = True  # a detection carrying its track on takes its label (rfstream/track.py)
 
 
 @dataclass(frozen=True, slots=True)

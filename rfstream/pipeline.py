@@ -211,6 +211,8 @@ class Pipeline:
         with self._timed(w, "merge_track"):
             w.detections = merge_stage(cfg.merge).process([d for dets in w.found.values() for d in dets])
             w.events = self.tracker.update(w.frame, w.detections)
+            if cfg.tracker.label_by_track:
+                w.detections = self.tracker.relabel(w.detections)
         return w
 
     def _result(self, w: _Work, *, late: bool = False) -> ChunkResult:

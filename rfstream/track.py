@@ -12,7 +12,17 @@ Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.
   (a short tail looks different) on the same band: one signal, one id. A tone inside an OFDM
   band is another signal: its band is far narrower, so it does not join.
 - **Label**: the score-weighted vote of the track's detections (``unknown`` votes only while no
-  labelled detection has joined); ties go to the label seen first.
+  labelled detection has joined); ties go to the label seen first. With
+  ``tracker.label_by_track`` (the default) the pipeline publishes each detection that carries
+  its track on with the track's label (:meth:`Tracker.relabel`): one signal keeps one label while
+  a chunk of it looks like something else (an FM or AM voice channel in a pause looks like a
+  carrier, a burst's tail like another modulation). *Carries on*: it starts within
+  ``RELABEL_GAP_S`` (50 ms) of the track's last sighting and their bands, not widened, overlap
+  with IoU ≥ 0.5; a later burst on the channel (perhaps another transmitter) and the members of
+  a train (each hop its own signal) keep their own labels. The detection's own label moves to
+  the front of its ``alternatives`` with its score; boxes and scores are unchanged. Causal: a
+  track's first detection keeps its own label. Chosen on validation recordings: relabelling
+  trains, or every joined detection, made the labels worse there.
   Of the candidates it joins the one with the largest frequency IoU (of the widened
   intervals), ties to the older track. So a signal continuing across a chunk
   boundary keeps its track, and a hopping signal's bursts on different frequencies
@@ -24,6 +34,9 @@ Rules (stream time throughout; ``now`` is the end of the current frame, ``frame.
   a pulse train, TDMA bursts, grouped by fusion, see :mod:`rfstream.detect.fragments`) are
   associated as one detection spanning them all (lowest to highest frequency, first start to last
   stop, best score), so a hopper is one track across chunks, its band the span it hops over.
+- **Low-confidence boxes** (below fusion's operating threshold, published only where
+  ``merge.keep_low_confidence`` asks for them) are not tracked: tracks follow the boxes a user
+  should believe, so they are the same whether or not the low-confidence ones are published.
 - **Ids** start at 1 and only grow.
 - **State**: ``tentative`` until ``confirm_hits`` detections have joined, then
   ``confirmed``; ``ended`` once ``now - last_seen_s > max_gap_s`` (a gap in the
@@ -50,6 +63,8 @@ from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
 __all__ = ["Tracker"]
 
 _ANY = "unknown"
+MAX_ALTERNATIVES = 3  # as fusion publishes them (docs/protocol.md: at most 3)
+RELABEL_GAP_S = 0.05  # a detection takes its track's label only where it carries on within this
 # A detection with another label joins a track only if their bands match this well (widened IoU).
 _RELABEL_IOU = 0.5
 
@@ -93,6 +108,7 @@ class Tracker:
         self._live: dict[int, _Live] = {}
         self._next_id = 1
         self._last_seq = -1
+        self._assigned: list[int] = []  # per detection of the last update: its track's id
 
     def _tolerance(self, a_bw: float, b_bw: float) -> float:
         if self.cfg.freq_tolerance_hz > 0:
@@ -132,8 +148,10 @@ class Tracker:
         self._last_seq = seq
         started: set[int] = set()
         touched: set[int] = set()
-        for det in sorted(
-            _by_train(detections), key=lambda d: (d.t_start_s, d.f_low_hz, d.f_high_hz, -d.score)
+        self._assigned = [-1] * len(detections)
+        for det, members in sorted(
+            _by_train(detections),
+            key=lambda dm: (dm[0].t_start_s, dm[0].f_low_hz, dm[0].f_high_hz, -dm[0].score),
         ):
             best, best_affinity = None, 0.0
             for track in self._live.values():  # dict order = id order, so ties go to the older
@@ -157,7 +175,11 @@ class Tracker:
                 self._next_id += 1
                 started.add(best.track_id)
             else:
+                continues = det.group_id < 0 and _continues(best, det)  # trains: see the docstring
                 self._join(best, det)
+                if continues:
+                    for i in members:
+                        self._assigned[i] = best.track_id
             touched.add(best.track_id)
 
         now = frame.t1_s
@@ -173,6 +195,27 @@ class Tracker:
             kind = "start" if tid in started else "update"
             events.append(TrackEvent(kind, self._live[tid].snapshot(), seq))
         return events
+
+    def relabel(self, detections: Sequence[Detection]) -> list[Detection]:
+        """The detections just given to :meth:`update`, each with its track's label.
+
+        Where the track's label (the vote so far) differs from the detection's and is not
+        ``unknown``, the detection takes it and its own label goes first among its
+        ``alternatives``, with its score (so no alternative is more probable than the score).
+        """
+        if len(detections) != len(self._assigned):
+            raise ValueError("relabel() takes the detections of the last update()")
+        out = []
+        for det, tid in zip(detections, self._assigned, strict=True):
+            track = self._live.get(tid)
+            label = det.label if track is None else track.label
+            if label == det.label or label == _ANY:
+                out.append(det)
+                continue
+            others = [a for a in det.alternatives if a[0] not in (label, det.label)]
+            alternatives = ((det.label, round(det.score, 4)), *others)
+            out.append(det.replace(label=label, alternatives=alternatives[:MAX_ALTERNATIVES]))
+        return out
 
     def finish(self, at_s: float | None = None) -> list[TrackEvent]:
         """End every live track (the stream ended). Returns their ``end`` events, by id.
@@ -190,6 +233,18 @@ class Tracker:
         return [t.snapshot() for t in self._live.values()]
 
 
+def _continues(track: _Live, det: Detection) -> bool:
+    """Whether ``det`` (not a train) carries on ``track`` closely enough to take its label: it
+    starts within ``RELABEL_GAP_S`` of the track's last sighting and their bands (not widened)
+    overlap with IoU at least 0.5. Looser joins (a burst on the same channel a while later) keep
+    one id but may be another transmitter, whose label is its own."""
+    if det.t_start_s - track.last_seen_s > RELABEL_GAP_S:
+        return False
+    inter = min(track.f_high_hz, det.f_high_hz) - max(track.f_low_hz, det.f_low_hz)
+    union = max(track.f_high_hz, det.f_high_hz) - min(track.f_low_hz, det.f_low_hz)
+    return union > 0 and inter / union >= _RELABEL_IOU
+
+
 def _vote(track: _Live, det: Detection) -> None:
     """Add a detection's score to its label's vote; the track's label is the vote's winner."""
     track.votes[det.label] = track.votes.get(det.label, 0.0) + max(det.score, 1e-9)
@@ -199,21 +254,24 @@ def _vote(track: _Live, det: Detection) -> None:
     track.label = max(pool, key=lambda k: pool[k])
 
 
-def _by_train(detections: Sequence[Detection]) -> list[Detection]:
-    """Each train (detections sharing a ``group_id`` >= 0) as one detection spanning it; others as they are."""
-    single = [d for d in detections if d.group_id < 0]
-    trains: dict[int, list[Detection]] = {}
-    for d in detections:
+def _by_train(detections: Sequence[Detection]) -> list[tuple[Detection, list[int]]]:
+    """Each train (detections sharing a ``group_id`` >= 0) as one detection spanning it; others as
+    they are; low-confidence detections left out. Each with the indices of the detections it
+    stands for."""
+    use = [(i, d) for i, d in enumerate(detections) if not d.low_confidence]
+    single = [(d, [i]) for i, d in use if d.group_id < 0]
+    trains: dict[int, list[int]] = {}
+    for i, d in use:
         if d.group_id >= 0:
-            trains.setdefault(d.group_id, []).append(d)
-    for members in trains.values():
+            trains.setdefault(d.group_id, []).append(i)
+    for idx in trains.values():
+        members = [detections[i] for i in idx]
         best = max(members, key=lambda d: (d.score, d.label, d.detector))
-        single.append(
-            best.replace(
-                f_low_hz=min(d.f_low_hz for d in members),
-                f_high_hz=max(d.f_high_hz for d in members),
-                t_start_s=min(d.t_start_s for d in members),
-                t_stop_s=max(d.t_stop_s for d in members),
-            )
+        spanning = best.replace(
+            f_low_hz=min(d.f_low_hz for d in members),
+            f_high_hz=max(d.f_high_hz for d in members),
+            t_start_s=min(d.t_start_s for d in members),
+            t_stop_s=max(d.t_stop_s for d in members),
         )
+        single.append((spanning, idx))
     return single

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,6 +69,12 @@ def test_suite_scores_both_generators_and_measures_what_users_get(tmp_path):
         published = gen["reports"]["published"]
         assert published["label_aware"]["n_detections"] == sum(len(r.detections) for r in results)
         assert published["duplicates"]["n_chunks"] == len(results)
+        # with the same labels: the tracker (which names each box by its track's vote) follows the
+        # confident boxes alone, so publishing the low-confidence ones too changes no label
+        per_label = published["label_aware"]["results"][0]["per_label"]
+        suite_labels = {k: v["n_detections"] for k, v in per_label.items() if v["n_detections"]}
+        replay_labels = Counter(d.label for r in results for d in r.detections)
+        assert suite_labels == dict(replay_labels)
 
 
 def test_each_recording_is_scored_in_its_own_time_span():

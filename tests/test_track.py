@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from rfstream.config import TrackerConfig
 from rfstream.track import Tracker
@@ -156,3 +157,77 @@ def test_a_hop_train_keeps_one_track_across_chunks():
     assert train.state == "confirmed" and train.hits == 3
     assert train.f_high_hz - train.f_low_hz > 100 * frame(0).df_hz  # the span it hops over
     assert len(tr.tracks()) == 2  # the train and the carrier
+
+
+def test_detections_take_their_tracks_label_and_keep_their_own_as_an_alternative():
+    """An FM voice channel in a pause looks like a carrier for one chunk: published with the
+    track's label (the vote so far), its own label first among the alternatives with its score."""
+    tr = Tracker(TrackerConfig(confirm_hits=1))
+    f0 = frame(0)
+    first = [det(f0, 100, 104, label="fm", score=0.8), det(f0, 600, 700, label="unknown", score=0.4)]
+    tr.update(f0, first)
+    assert tr.relabel(first) == first  # a track's first detection keeps its own label
+    f1 = frame(1)
+    pause = det(f1, 100, 104, label="tone", score=0.5).replace(alternatives=(("fm", 0.3), ("am", 0.1)))
+    blob = det(f1, 600, 700, label="unknown", score=0.4)
+    new = det(f1, 300, 310, label="ook", score=0.6)
+    tr.update(f1, [pause, blob, new])
+    out = tr.relabel([pause, blob, new])
+    assert out[0].label == "fm" and out[0].alternatives == (("tone", 0.5), ("am", 0.1))
+    assert (out[0].score, out[0].f_low_hz, out[0].t_start_s) == (pause.score, pause.f_low_hz, pause.t_start_s)
+    assert out[1] == blob and out[2] == new  # an unknown track labels nothing; a new track is its own
+    f2 = frame(2)
+    tones = [det(f2, 100, 104, label="tone", score=0.9)]
+    tr.update(f2, tones)
+    assert tr.relabel(tones)[0].label == "tone"  # 0.5 + 0.9 tone now outvote 0.8 fm
+    with pytest.raises(ValueError, match="last update"):
+        tr.relabel([*tones, *tones])
+
+
+def test_a_trains_members_keep_their_own_labels():
+    """A hop or pulse train is one track (one id), but each hop is its own signal, named by its own
+    evidence: relabelling by the train's vote made labels worse on validation recordings."""
+    tr = Tracker(TrackerConfig(confirm_hits=1))
+    f0 = frame(0)
+    hops0 = [
+        det(f0, 100 + 50 * k, 120 + 50 * k, 880 + 36 * k, 910 + 36 * k, label="fsk", score=0.9).replace(
+            group_id=1
+        )
+        for k in range(4)
+    ]
+    tr.update(f0, hops0)
+    f1 = frame(1)
+    hops1 = [
+        det(
+            f1, 100 + 50 * k, 120 + 50 * k, 40 * k, 40 * k + 30, label="psk" if k == 2 else "fsk", score=0.5
+        ).replace(group_id=3)
+        for k in range(4)
+    ]
+    events = tr.update(f1, hops1)
+    assert [(e.kind, e.track.track_id, e.track.label) for e in events] == [("update", 1, "fsk")]
+    assert [d.label for d in tr.relabel(hops1)] == ["fsk", "fsk", "psk", "fsk"]
+
+
+def test_low_confidence_boxes_are_not_tracked_nor_relabelled():
+    tr = Tracker(TrackerConfig(confirm_hits=1))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 100, 104, label="fm", score=0.8)])
+    f1 = frame(1)
+    weak = det(f1, 100, 104, label="tone", score=0.1).replace(low_confidence=True)
+    other = det(f1, 500, 600, label="psk", score=0.1).replace(low_confidence=True)
+    assert tr.update(f1, [weak, other]) == []  # no start for the weak box, no update of the fm track
+    assert tr.relabel([weak, other]) == [weak, other]
+    assert [t.label for t in tr.tracks()] == ["fm"]
+
+
+def test_a_later_burst_on_the_same_channel_keeps_its_own_label():
+    """Joined to the track (one id, within max_gap_s) but not carrying it on: another transmission
+    on the channel, perhaps another transmitter, is named by its own evidence."""
+    tr = Tracker(TrackerConfig(confirm_hits=1, max_gap_s=0.5))
+    f0 = frame(0)
+    tr.update(f0, [det(f0, 100, 104, 0, 100, label="fm", score=0.9)])  # over by 0.02 s
+    f1 = frame(1)
+    later = [det(f1, 100, 104, 500, 600, label="tone", score=0.5)]  # at 0.3 s
+    events = tr.update(f1, later)
+    assert [(e.kind, e.track.track_id) for e in events] == [("update", 1)]
+    assert tr.relabel(later) == later
