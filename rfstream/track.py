@@ -197,11 +197,13 @@ class Tracker:
         return events
 
     def relabel(self, detections: Sequence[Detection]) -> list[Detection]:
-        """The detections just given to :meth:`update`, each with its track's label.
+        """The detections just given to :meth:`update`, those that carry their track on
+        (:func:`_continues`) with its label.
 
         Where the track's label (the vote so far) differs from the detection's and is not
         ``unknown``, the detection takes it and its own label goes first among its
         ``alternatives``, with its score (so no alternative is more probable than the score).
+        Other detections are returned as they are.
         """
         if len(detections) != len(self._assigned):
             raise ValueError("relabel() takes the detections of the last update()")
