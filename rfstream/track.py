@@ -58,12 +58,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from rfstream.config import TrackerConfig
-from rfstream.types import Detection, Frame, Track, TrackEvent, TrackState
+from rfstream.types import MAX_ALTERNATIVES, Detection, Frame, Track, TrackEvent, TrackState
 
 __all__ = ["Tracker"]
 
 _ANY = "unknown"
-MAX_ALTERNATIVES = 3  # as fusion publishes them (docs/protocol.md: at most 3)
 RELABEL_GAP_S = 0.05  # a detection takes its track's label only where it carries on within this
 # A detection with another label joins a track only if their bands match this well (widened IoU).
 _RELABEL_IOU = 0.5
@@ -120,12 +119,9 @@ class Tracker:
         if det.t_start_s - track.last_seen_s > self.cfg.max_gap_s:
             return -1.0
         tol = self._tolerance(track.f_high_hz - track.f_low_hz, det.bandwidth_hz)
-        lo_t, hi_t = track.f_low_hz - tol, track.f_high_hz + tol
-        lo_d, hi_d = det.f_low_hz - tol, det.f_high_hz + tol
-        inter = min(hi_t, hi_d) - max(lo_t, lo_d)
-        if inter <= 0:
+        iou = _band_iou(track.f_low_hz - tol, track.f_high_hz + tol, det.f_low_hz - tol, det.f_high_hz + tol)
+        if iou <= 0:
             return -1.0
-        iou = inter / (max(hi_t, hi_d) - min(lo_t, lo_d))
         if iou < _RELABEL_IOU and track.label != det.label and _ANY not in (track.label, det.label):
             return -1.0  # another label on a band this different: another signal (a tone on an OFDM band)
         return iou
@@ -242,9 +238,14 @@ def _continues(track: _Live, det: Detection) -> bool:
     one id but may be another transmitter, whose label is its own."""
     if det.t_start_s - track.last_seen_s > RELABEL_GAP_S:
         return False
-    inter = min(track.f_high_hz, det.f_high_hz) - max(track.f_low_hz, det.f_low_hz)
-    union = max(track.f_high_hz, det.f_high_hz) - min(track.f_low_hz, det.f_low_hz)
-    return union > 0 and inter / union >= _RELABEL_IOU
+    return _band_iou(track.f_low_hz, track.f_high_hz, det.f_low_hz, det.f_high_hz) >= _RELABEL_IOU
+
+
+def _band_iou(lo_a: float, hi_a: float, lo_b: float, hi_b: float) -> float:
+    """IoU of two frequency intervals; 0 where they do not overlap (or both are empty)."""
+    inter = min(hi_a, hi_b) - max(lo_a, lo_b)
+    union = max(hi_a, hi_b) - min(lo_a, lo_b)
+    return inter / union if inter > 0 and union > 0 else 0.0
 
 
 def _vote(track: _Live, det: Detection) -> None:

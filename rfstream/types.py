@@ -50,6 +50,10 @@ class Chunk:
         return self.num_samples / self.sample_rate_hz
 
 
+# Runner-up labels a detection carries at most (``Detection.alternatives``; docs/protocol.md).
+MAX_ALTERNATIVES = 3
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     """One signal found in one frame, in pixel and physical units."""
@@ -69,7 +73,9 @@ class Detection:
     chunk_seq: int = -1
     # Set by fusion (rfstream.detect.fuse); a single detector's box leaves the defaults.
     presence: float | None = None  # probability that a real signal is there, whatever its label
-    alternatives: tuple[tuple[str, float], ...] = ()  # runner-up labels and their probabilities
+    alternatives: tuple[
+        tuple[str, float], ...
+    ] = ()  # runner-up labels and their probabilities, <= MAX_ALTERNATIVES
     group_id: int = -1  # boxes of one emitter's train (hops, pulses) share it within a chunk; -1: none
     low_confidence: bool = False  # below the operating threshold (kept only where merge asks)
     # Where the label came from: "" a model's reading of the image; "iq" measured on the samples

@@ -67,7 +67,7 @@ from rfstream.detect.calibration import (
 )
 from rfstream.detect.nms import WILDCARD_LABEL, _nms
 from rfstream.errors import ConfigError
-from rfstream.types import Detection
+from rfstream.types import MAX_ALTERNATIVES, Detection
 
 log = structlog.get_logger(__name__)
 
@@ -86,7 +86,6 @@ __all__ = [
 ]
 
 SHIPPED_FUSION = Path(__file__).resolve().parent.parent / "models" / "fusion.json"
-MAX_ALTERNATIVES = 3
 
 
 @dataclass(frozen=True)
