@@ -73,9 +73,8 @@ class Detection:
     chunk_seq: int = -1
     # Set by fusion (rfstream.detect.fuse); a single detector's box leaves the defaults.
     presence: float | None = None  # probability that a real signal is there, whatever its label
-    alternatives: tuple[
-        tuple[str, float], ...
-    ] = ()  # runner-up labels and their probabilities, <= MAX_ALTERNATIVES
+    # Runner-up labels and their probabilities, at most MAX_ALTERNATIVES of them.
+    alternatives: tuple[tuple[str, float], ...] = ()
     group_id: int = -1  # boxes of one emitter's train (hops, pulses) share it within a chunk; -1: none
     low_confidence: bool = False  # below the operating threshold (kept only where merge asks)
     # Where the label came from: "" a model's reading of the image; "iq" measured on the samples
