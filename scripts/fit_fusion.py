@@ -22,7 +22,8 @@ Steps (every detector of the configuration, default: the shipped set, through th
    and widened to the frame's resolution (``rfstream.eval.clip_to_frames``).
 2. **Energy calibration**: a logistic regression (``calibration.fit_logistic``) of "this box matches
    a truth box at IoU ≥ 0.5, any label" on the box's features
-   (``rfstream.detect.energy.calibration_features``).
+   (``rfstream.detect.energy.calibration_features``: SNR, size, shape and fill, recorded with each
+   box by ``EnergyDetector.measure``).
 3. **Fusion**: the recorded boxes, energy ones recalibrated, fused per chunk for each agreement
    weight α in a small grid; Platt maps for presence (target: matches truth, any label) and for the
    score (target: matches truth of its label); the α with the lowest log loss of the score wins.
@@ -53,7 +54,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from eval_suite import make_recording, run_recording, wrap  # noqa: E402
+from eval_suite import Recorder, make_recording, run_recording, wrap  # noqa: E402
 
 from rfstream.config import load_config  # noqa: E402
 from rfstream.detect.calibration import (  # noqa: E402
@@ -65,11 +66,7 @@ from rfstream.detect.calibration import (  # noqa: E402
     platt,
     precision_threshold,
 )
-from rfstream.detect.energy import (  # noqa: E402
-    ENERGY_FEATURES,
-    calibration_features,
-    frame_rows_per_slice,
-)
+from rfstream.detect.energy import ENERGY_FEATURES  # noqa: E402
 from rfstream.detect.fuse import SHIPPED_FUSION, Fuser, FusionModel  # noqa: E402
 from rfstream.detect.nms import iou_matrix  # noqa: E402
 from rfstream.eval import clip_to_frames, select_truth  # noqa: E402
@@ -118,16 +115,32 @@ def log_loss(p: np.ndarray, y: np.ndarray) -> float:
 
 @dataclasses.dataclass
 class Chunk:
-    frame_shape: tuple[int, int]
-    rows_per_slice: float
     truth: list[Any]
     found: dict[str, list[Any]]  # detector name -> its boxes
+    energy_features: dict[str, np.ndarray]  # energy detector name -> its boxes' calibration features
+
+
+class EnergyRecorder(Recorder):
+    """A Recorder of an energy detector (raw scores) that also keeps its boxes' calibration
+    features (``EnergyDetector.measure``: the same boxes in the same order, from its cache)."""
+
+    def reset(self) -> None:
+        super().reset()
+        self.features: dict[int, np.ndarray] = {}
+
+    def detect(self, frame: Any) -> list[Any]:
+        found = super().detect(frame)
+        features = self.inner.measure(frame)[2]
+        if len(features) != len(found):
+            raise RuntimeError(f"{self.name}: its features do not match its boxes")
+        self.features[frame.chunk.seq] = features
+        return found
 
 
 def collect(args: argparse.Namespace, cfg: Any, work: Path) -> tuple[list[Chunk], list[str]]:
     detectors = build_detectors(cfg)
     energy_names = [c.name for c in cfg.detectors if c.enabled and c.kind == "energy"]
-    recorders = [wrap(d) for d in detectors]
+    recorders = [EnergyRecorder(d) if d.name in energy_names else wrap(d) for d in detectors]
     chunks: list[Chunk] = []
     try:
         for i, seed in enumerate(args.seeds):
@@ -139,9 +152,14 @@ def collect(args: argparse.Namespace, cfg: Any, work: Path) -> tuple[list[Chunk]
             for r in results:
                 frame = r.frame
                 truth = clip_to_frames(annotations, [frame])
-                found = {rec.name: list(rec.found.get(frame.chunk.seq, [])) for rec in recorders}
-                rows = frame_rows_per_slice(frame, cfg.spectrogram.hop)
-                chunks.append(Chunk(tuple(frame.image.shape), rows, truth, found))
+                seq = frame.chunk.seq
+                found = {rec.name: list(rec.found.get(seq, [])) for rec in recorders}
+                features = {
+                    rec.name: rec.features.get(seq, np.zeros((0, len(ENERGY_FEATURES))))
+                    for rec in recorders
+                    if isinstance(rec, EnergyRecorder)
+                }
+                chunks.append(Chunk(truth, found, features))
             print(f"seed {seed}: {len(results)} chunks in {time.monotonic() - t0:.0f} s", file=sys.stderr)
     finally:
         for d in detectors:
@@ -163,12 +181,7 @@ def fit(
             dets = c.found[name]
             if not dets:
                 continue
-            boxes = np.array([(d.x0, d.y0, d.x1, d.y1) for d in dets])
-            feats.append(
-                calibration_features(
-                    boxes, np.array([d.score for d in dets]), c.frame_shape, half_db, c.rows_per_slice
-                )
-            )
+            feats.append(c.energy_features[name])
             ys.append(match(dets, c.truth, label_aware=False))
     energy = None
     report: dict[str, Any] = {}
@@ -186,11 +199,8 @@ def fit(
             for name in energy_names:
                 dets = c.found[name]
                 if dets:
-                    boxes = np.array([(d.x0, d.y0, d.x1, d.y1) for d in dets])
-                    f = calibration_features(
-                        boxes, np.array([d.score for d in dets]), c.frame_shape, half_db, c.rows_per_slice
-                    )
-                    c.found[name] = [d.replace(score=float(p)) for d, p in zip(dets, energy(f), strict=True)]
+                    scores = energy(c.energy_features[name])
+                    c.found[name] = [d.replace(score=float(p)) for d, p in zip(dets, scores, strict=True)]
 
     # --- 3. fusion maps and α ---------------------------------------------------------------------
     n_truth = sum(len(c.truth) for c in chunks)

@@ -144,7 +144,7 @@ def test_rtl433_sensible_packet_is_boxed_and_little_else(name):
 @needs_captures
 @pytest.mark.xfail(
     reason="known failure (issue 8): the receiver's steady narrow spurs (several 2-12 dB over the floor) "
-    "are boxed as tone/ook (8 of 34 boxes outside the packets): in one 200 ms frame a spur looks like "
+    "are boxed as tone/ook (5 of 29 boxes outside the packets): in one 200 ms frame a spur looks like "
     "a CW carrier",
     strict=False,
 )

@@ -107,11 +107,14 @@ approaching 1 for strong signals.
 
 **Calibration**: the detector publishes the probability that a box is a real signal, not the
 raw SNR score: a logistic regression on the box's features (:func:`calibration_features`: mean
-SNR, its logarithm, the logarithms of its width in columns and of its length in STFT slices (short blobs
-of noise and long bursts of signal differ most there), height as a share of the frame, and how much it looks like a
-narrow full-height line — the shape of receiver spurs), fitted on validation recordings by
-``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file. ``calibration = "none"``
-publishes the raw score; the proposals a two-stage detector scores are always raw.
+SNR, its logarithm, the logarithms of its width in columns and of its length in STFT slices (short
+blobs of noise and long bursts of signal differ most there), height as a share of the frame, how
+much it looks like a narrow full-height line — the shape of receiver spurs — and its *fill*, the
+share of its pixels at least :data:`FILL_LEVEL_DB` over the floor: a burst fills its box, a piece
+of a chirp's diagonal or a scatter of noise does not), fitted on validation recordings by
+``scripts/fit_fusion.py`` and stored as ``energy`` in the fusion file (:meth:`EnergyDetector.measure`
+gives the fit exactly the features the detector scores). ``calibration = "none"`` publishes the
+raw score; the proposals a two-stage detector scores are always raw.
 
 **Cost**: every full-frame array is allocated once per frame shape; running
 means are sliced adds / one cumulative sum in float32; statistics use a
@@ -280,7 +283,8 @@ class EnergyProposer:
         self._min_grow = np.float32(self._min_seed * o.grow_sigma / o.seed_sigma)
         self._shape: tuple[int, int] | None = None
         self._lock = threading.Lock()  # one computation at a time: the buffers are shared
-        self._recent: list[tuple[Frame, tuple[np.ndarray, np.ndarray]]] = []  # the last two, newest last
+        # the last two frames' (boxes, scores, fill), newest last
+        self._recent: list[tuple[Frame, tuple[np.ndarray, np.ndarray, np.ndarray]]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
     def warmup(self, frame_shape: tuple[int, int]) -> None:
@@ -316,16 +320,26 @@ class EnergyProposer:
         the Frame held, so no identity can be reused while it is kept); each caller then
         applies its own ``score_threshold``.
         """
+        boxes, scores, _ = self.measure(frame, score_threshold)
+        return boxes, scores
+
+    def measure(
+        self, frame: Frame, score_threshold: float = 0.0
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`for_frame`'s boxes and scores and each box's fill: the share of its pixels at
+        least :data:`FILL_LEVEL_DB` over the floor (a burst fills its box, a chirp's diagonal or a
+        scatter of noise does not; one of the calibration's features)."""
         dc_column = (frame.chunk.center_freq_hz - frame.f0_hz) / frame.df_hz
         with self._lock:
             found = [result for seen, result in self._recent if seen is frame]
             if found:
-                boxes, scores = found[0]
+                boxes, scores, fill = found[0]
             else:
                 rows = frame_rows_per_slice(frame, self.options.hop)
-                boxes, scores = self._candidates(frame.host_image(), rows)
-                self._recent = [*self._recent[-1:], (frame, (boxes, scores))]
-        return self._select(boxes, scores, score_threshold, dc_column)
+                boxes, scores, fill = self._candidates(frame.host_image(), rows)
+                self._recent = [*self._recent[-1:], (frame, (boxes, scores, fill))]
+        keep = self._select(boxes, scores, score_threshold, dc_column)
+        return boxes[keep], scores[keep], fill[keep]
 
     def propose(
         self,
@@ -344,21 +358,21 @@ class EnergyProposer:
         if rows_per_slice is None:
             rows_per_slice = measured_rows_per_slice(np.asarray(self._to_host(image)))
         with self._lock:
-            boxes, scores = self._candidates(image, rows_per_slice)
-        return self._select(boxes, scores, score_threshold, dc_column)
+            boxes, scores, _ = self._candidates(image, rows_per_slice)
+        keep = self._select(boxes, scores, score_threshold, dc_column)
+        return boxes[keep], scores[keep]
 
     def _select(
         self, boxes: np.ndarray, scores: np.ndarray, threshold: float, dc_column: float | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Threshold, keep the best ``max_detections``, then drop components at DC (copies)."""
+    ) -> np.ndarray:
+        """Indices kept: threshold, the best ``max_detections``, then no component at DC (copies)."""
         o = self.options
         good = np.flatnonzero(scores >= threshold)[: o.max_detections]
-        boxes, scores = boxes[good], scores[good]
         if dc_column is not None and o.dc_guard_px > 0:
             lo, hi = math.floor(dc_column) - o.dc_guard_px, math.floor(dc_column) + o.dc_guard_px + 1
-            outside = ~((boxes[:, 0] >= lo) & (boxes[:, 2] <= hi))
-            boxes, scores = boxes[outside], scores[outside]
-        return boxes, scores
+            at_dc = (boxes[good, 0] >= lo) & (boxes[good, 2] <= hi)
+            good = good[~at_dc]
+        return good
 
     # --- the work -----------------------------------------------------------------------------
     def _mean_t(self, image: Any, k: int) -> Any:
@@ -492,15 +506,16 @@ class EnergyProposer:
         xp.logical_or(seed, xp.greater(along_f, seed_f[None, :], out=tmp), out=seed)
         return self._to_host(seed).ravel()[where]
 
-    def _candidates(self, image: Any, rows_per_slice: float) -> tuple[np.ndarray, np.ndarray]:
-        """Every accepted component's box and score, best first, before threshold and DC guard.
+    def _candidates(self, image: Any, rows_per_slice: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every accepted component's box, score and fill (:meth:`measure`), best first, before
+        threshold and DC guard.
 
         Call with the lock held (the full-frame buffers are this instance's).
         """
         xp, o = self.xp, self.options
         image = xp.asarray(image, dtype=xp.float32)
         if image.ndim != 2 or min(image.shape) < 1:
-            return np.zeros((0, 4)), np.zeros(0)
+            return np.zeros((0, 4)), np.zeros(0), np.zeros(0)
         if self._shape != image.shape:
             self._allocate(image.shape)
         h, w = image.shape
@@ -520,7 +535,7 @@ class EnergyProposer:
         labels = self._labels
         n_bursts, n = self._label(mask, labels)
         if n == 0:
-            return np.zeros((0, 4)), np.zeros(0)
+            return np.zeros((0, 4)), np.zeros(0), np.zeros(0)
 
         # Per-component statistics over the masked pixels only (a small part of the frame).
         host = self._to_host(image)
@@ -549,7 +564,7 @@ class EnergyProposer:
         keep[0] = False
         kept = np.flatnonzero(keep)
         if kept.size == 0:
-            return np.zeros((0, 4)), np.zeros(0)
+            return np.zeros((0, 4)), np.zeros(0), np.zeros(0)
         boxes = _bounding_boxes(ys, xs, ids, kept, n) if every is None else every[kept - 1]
         mean = mean[kept]
         fits = (boxes[:, 3] - boxes[:, 1] >= o.min_time_px) & (boxes[:, 2] - boxes[:, 0] >= o.min_freq_px)
@@ -588,9 +603,10 @@ class EnergyProposer:
             boxes = _narrow_lines(residual, boxes)
         snr_db = np.maximum(mean * self._unit_db, 0.0)
         scores = snr_db / (snr_db + o.score_half_db)
+        fill = _fill(residual, boxes, FILL_LEVEL_DB / self._unit_db)
         # Best first; ties broken by position so the output does not depend on label numbering.
         order = np.lexsort((boxes[:, 1], boxes[:, 0], -scores))
-        return boxes[order], scores[order]
+        return boxes[order], scores[order], fill[order]
 
 
 class EnergyDetector:
@@ -666,18 +682,9 @@ class EnergyDetector:
         return self.proposer.for_frame(frame, score_threshold)
 
     def detect(self, frame: Frame) -> list[Detection]:
-        if self.calibration is None:
-            boxes, scores = self.proposer.for_frame(frame, self.score_threshold)
-        else:
-            boxes, raw = self.proposer.for_frame(frame, 0.0)
-            feats = calibration_features(
-                boxes,
-                raw,
-                frame.image.shape,
-                self.options.score_half_db,
-                frame_rows_per_slice(frame, self.options.hop),
-            )
-            scores = self.calibration(feats)
+        boxes, scores, features = self.measure(frame)
+        if self.calibration is not None:
+            scores = self.calibration(features)
             keep = np.flatnonzero(scores >= self.score_threshold)
             keep = keep[np.argsort(-scores[keep], kind="stable")]
             boxes, scores = boxes[keep], scores[keep]
@@ -685,6 +692,23 @@ class EnergyDetector:
             frame.detection(x0, y0, x1, y1, score=s, label="unknown", detector=self.name)
             for (x0, y0, x1, y1), s in zip(boxes.tolist(), scores.tolist(), strict=True)
         ]
+
+    def measure(self, frame: Frame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pixel boxes, raw SNR scores and calibration features (:func:`calibration_features`) of
+        ``frame``'s boxes, in the proposer's order: without a calibration, only those over the
+        detector's threshold; with one, every box (its threshold applies to the calibrated score).
+        ``scripts/fit_fusion.py`` fits the calibration on exactly these features."""
+        threshold = self.score_threshold if self.calibration is None else 0.0
+        boxes, raw, fill = self.proposer.measure(frame, threshold)
+        features = calibration_features(
+            boxes,
+            raw,
+            frame.image.shape,
+            self.options.score_half_db,
+            frame_rows_per_slice(frame, self.options.hop),
+            fill,
+        )
+        return boxes, raw, features
 
 
 ENERGY_FEATURES = (
@@ -694,8 +718,10 @@ ENERGY_FEATURES = (
     "log2_height_slices",
     "height_share",
     "tall_narrow",
+    "fill",
     "bias",
 )
+FILL_LEVEL_DB = 3.0  # a box's pixel at least this far over the floor counts towards its fill
 
 
 def calibration_features(
@@ -704,12 +730,14 @@ def calibration_features(
     frame_shape: tuple[int, ...],
     score_half_db: float,
     rows_per_slice: float = 1.0,
+    fill: np.ndarray | None = None,
 ) -> np.ndarray:
     """Features of the energy detector's boxes for its calibration (:data:`ENERGY_FEATURES`).
 
     ``boxes``: pixel ``x0, y0, x1, y1``; ``raw_scores``: the SNR scores ``snr / (snr + half)``;
     ``rows_per_slice``: the frame's (:func:`frame_rows_per_slice`), so that a box's length counts
-    its independent STFT slices at any sample rate.
+    its independent STFT slices at any sample rate; ``fill``: each box's share of pixels
+    :data:`FILL_LEVEL_DB` over the floor (:meth:`EnergyProposer.measure`), None: 1 (filled).
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     s = np.clip(np.asarray(raw_scores, dtype=np.float64), 0.0, 1.0 - 1e-6)
@@ -719,6 +747,7 @@ def calibration_features(
     slices = np.maximum((boxes[:, 3] - boxes[:, 1]) / max(float(rows_per_slice), 1.0), 1.0)
     share = np.clip((boxes[:, 3] - boxes[:, 1]) / height, 0.0, 1.0)
     tall_narrow = (share >= 0.9) / cols
+    filled = np.ones_like(snr) if fill is None else np.clip(np.asarray(fill, dtype=np.float64), 0.0, 1.0)
     return np.stack(
         [
             snr / 10.0,
@@ -727,6 +756,7 @@ def calibration_features(
             np.log2(slices) / 10.0,
             share,
             tall_narrow,
+            filled,
             np.ones_like(snr),
         ],
         axis=1,
@@ -1174,6 +1204,19 @@ def _narrow_pulses(residual: np.ndarray, boxes: np.ndarray, max_rows: float, row
     over the slices whose windows it falls in: its box becomes one slice (``rows`` rows) about the
     row centroid of its excess power, which is where the pulse is."""
     return _to_centroid(residual, boxes, axis=0, max_size=max_rows, size=rows)
+
+
+def _fill(residual: np.ndarray, boxes: np.ndarray, level: float) -> np.ndarray:
+    """Each box's share of pixels of ``residual`` (the raw image minus its floor) at least ``level``
+    over it, counted over every pixel the box touches (at least one: a centroid box one column or
+    one slice wide may straddle two)."""
+    h, w = residual.shape
+    out = np.empty(boxes.shape[0])
+    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
+        c0, r0 = min(int(x0), w - 1), min(int(y0), h - 1)
+        c1, r1 = max(c0 + 1, min(math.ceil(x1), w)), max(r0 + 1, min(math.ceil(y1), h))
+        out[i] = float(np.count_nonzero(residual[r0:r1, c0:c1] >= level)) / ((r1 - r0) * (c1 - c0))
+    return out
 
 
 def _to_centroid(
