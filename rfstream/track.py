@@ -145,7 +145,7 @@ class Tracker:
         started: set[int] = set()
         touched: set[int] = set()
         self._assigned = [-1] * len(detections)
-        for det, members in sorted(
+        for det, index in sorted(
             _by_train(detections),
             key=lambda dm: (dm[0].t_start_s, dm[0].f_low_hz, dm[0].f_high_hz, -dm[0].score),
         ):
@@ -174,8 +174,7 @@ class Tracker:
                 continues = det.group_id < 0 and _continues(best, det)  # trains: see the docstring
                 self._join(best, det)
                 if continues:
-                    for i in members:
-                        self._assigned[i] = best.track_id
+                    self._assigned[index] = best.track_id
             touched.add(best.track_id)
 
         now = frame.t1_s
@@ -257,18 +256,17 @@ def _vote(track: _Live, det: Detection) -> None:
     track.label = max(pool, key=lambda k: pool[k])
 
 
-def _by_train(detections: Sequence[Detection]) -> list[tuple[Detection, list[int]]]:
+def _by_train(detections: Sequence[Detection]) -> list[tuple[Detection, int]]:
     """Each train (detections sharing a ``group_id`` >= 0) as one detection spanning it; others as
-    they are; low-confidence detections left out. Each with the indices of the detections it
-    stands for."""
+    they are, with their index in ``detections`` (a train's is -1: trains keep their own labels,
+    so none of its members is relabelled); low-confidence detections left out."""
     use = [(i, d) for i, d in enumerate(detections) if not d.low_confidence]
-    single = [(d, [i]) for i, d in use if d.group_id < 0]
-    trains: dict[int, list[int]] = {}
-    for i, d in use:
+    single = [(d, i) for i, d in use if d.group_id < 0]
+    trains: dict[int, list[Detection]] = {}
+    for _, d in use:
         if d.group_id >= 0:
-            trains.setdefault(d.group_id, []).append(i)
-    for idx in trains.values():
-        members = [detections[i] for i in idx]
+            trains.setdefault(d.group_id, []).append(d)
+    for members in trains.values():
         best = max(members, key=lambda d: (d.score, d.label, d.detector))
         spanning = best.replace(
             f_low_hz=min(d.f_low_hz for d in members),
@@ -276,5 +274,5 @@ def _by_train(detections: Sequence[Detection]) -> list[tuple[Detection, list[int
             t_start_s=min(d.t_start_s for d in members),
             t_stop_s=max(d.t_stop_s for d in members),
         )
-        single.append((spanning, idx))
+        single.append((spanning, -1))
     return single
