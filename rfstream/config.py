@@ -112,6 +112,11 @@ class MergeConfig:
     group_fragments: bool = True  # fuse: join fragments of one emission (rfstream/detect/fragments.py)
     threshold: float = -1.0  # publish gate on the score; < 0: the fusion file's (fuse) or 0 (class_nms)
     keep_low_confidence: bool = False  # publish boxes below the gate, marked low_confidence
+    # fuse: a box no detector labelled ("unknown": an energy blob no classifier confirmed) is
+    # low_confidence whatever its score ("low_confidence"), or published like any other
+    # ("publish"); "auto": low_confidence where a detector that labels ran on the chunk, else
+    # publish (energy detectors only, or overload left only them running)
+    unknown: str = "auto"
     fusion_file: str = ""  # fitted fusion numbers (scripts/fit_fusion.py); "": the shipped fusion.json
     iou_threshold: float = 0.5  # class_nms: NMS IoU
     class_aware: bool = True  # class_nms: only boxes of one label suppress each other
@@ -185,6 +190,7 @@ _CHOICES = {
     "runtime.log_level": ("debug", "info", "warning", "error"),
     "detectors.kind": ("energy", "two_stage", "onnx", "tensorrt", "torch"),
     "merge.mode": ("fuse", "class_nms"),
+    "merge.unknown": ("auto", "publish", "low_confidence"),
 }
 
 

@@ -58,7 +58,7 @@ import structlog
 from rfstream.config import Config
 from rfstream.detect.base import Detector
 from rfstream.detect.fanout import FanOut
-from rfstream.detect.fuse import merge_stage
+from rfstream.detect.fuse import gate_unknown, merge_stage, publishes_unknown
 from rfstream.dsp.backend import Backend, numpy_backend
 from rfstream.dsp.factory import make_spectrogrammer
 from rfstream.runtime.budget import ThreadBudget, plan_for
@@ -213,6 +213,10 @@ class Pipeline:
             w.events = self.tracker.update(w.frame, w.detections)
             if cfg.tracker.label_by_track:
                 w.detections = self.tracker.relabel(w.detections)
+            kinds = {d.name: d.kind for d in self.fanout.detectors}
+            if not publishes_unknown(cfg.merge, (kinds.get(n, "") for n in w.found)):
+                # unconfirmed blobs: still unknown after the tracks named what they could
+                w.detections = gate_unknown(w.detections, cfg.merge.keep_low_confidence)
         return w
 
     def _result(self, w: _Work, *, late: bool = False) -> ChunkResult:

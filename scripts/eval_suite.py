@@ -382,7 +382,7 @@ def operating_point(cfg: Any) -> str:
     if m.mode == "class_nms":
         gate = f"score ≥ {max(m.threshold, 0.0):g}" if m.threshold > 0 else "no gate"
         return f"Published = class-aware NMS across detectors (merge.mode = class_nms), {gate}."
-    from rfstream.detect.fuse import load_fusion
+    from rfstream.detect.fuse import load_fusion, publishes_unknown
 
     model = load_fusion(m.fusion_file)
     threshold = model.threshold if m.threshold < 0 else m.threshold
@@ -392,6 +392,8 @@ def operating_point(cfg: Any) -> str:
         else "merge.threshold"
     )
     kept = "; boxes below it kept as low_confidence" if m.keep_low_confidence else ", boxes below it dropped"
+    if not publishes_unknown(m, [d.kind for d in cfg.detectors if d.enabled]):
+        kept += ", and so are boxes no detector labelled (`unknown`, merge.unknown)"
     every = (
         f" `{ALL_SCORES}` = every fused box, those under the threshold too (what merge.keep_low_confidence"
         " publishes): its AP is over the whole ranking, its precision and recall at no threshold."

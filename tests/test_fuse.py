@@ -249,3 +249,25 @@ def test_a_label_measured_on_the_samples_outvotes_the_image_models():
     assert set(out.found_by) == {"frame", "classifier"}
     (out,) = Fuser(threshold=0.0).fuse([frame_tone, measured_am.replace(label_source="")])
     assert out.label == "tone" and [lbl for lbl, _ in out.alternatives] == ["am"]
+
+
+def test_unknown_boxes_are_published_only_without_a_labelling_detector():
+    """``merge.unknown``: "auto" holds an unlabelled box back where a detector that labels ran,
+    publishes it where only energy detectors ran; "publish" and "low_confidence" say so; class NMS
+    publishes."""
+    from rfstream.detect.fuse import gate_unknown, publishes_unknown
+
+    default = load_config().merge
+    assert not publishes_unknown(default, ["energy", "onnx", "two_stage"])
+    assert publishes_unknown(default, ["energy"])  # energy alone, or overload left only it
+    assert publishes_unknown(load_config(overrides={"merge.unknown": "publish"}).merge, ["energy", "onnx"])
+    held = load_config(overrides={"merge.unknown": "low_confidence"}).merge
+    assert not publishes_unknown(held, ["energy"])
+    assert publishes_unknown(load_config(overrides={"merge.mode": "class_nms"}).merge, ["energy", "onnx"])
+    with pytest.raises(ConfigError, match=r"merge\.unknown"):
+        load_config(overrides={"merge.unknown": "sometimes"})
+    a = det(1e6, 2e6, 0.0, 0.1, 0.9)
+    b = det(3e6, 4e6, 0.0, 0.1, 0.9, "fsk", "classifier")
+    assert gate_unknown([a, b], keep_low_confidence=False) == [b]
+    marked = gate_unknown([a, b], keep_low_confidence=True)
+    assert [d.low_confidence for d in marked] == [True, False]

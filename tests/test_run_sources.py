@@ -192,6 +192,7 @@ def test_a_fast_replay_never_reports_chunks_as_late(recording, tmp_path):
     proc = _helper(
         "replay", str(recording), "--fast", "--no-publish", "--json", "--set", "source.chunk_ms=500",
         *SMALL[:8], "--set", "detectors.1.enabled=false", "--set", "detectors.2.enabled=false",
+        "--set", "merge.unknown=publish",  # the sleeping test detector labels nothing
         sleep_s=0.5, tmp=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -36,6 +36,12 @@ keeps the older class-aware NMS of :mod:`rfstream.detect.nms`). For one chunk:
 7. **Publish gate**: boxes scored below the operating threshold (``merge.threshold``, or the
    fusion file's, chosen on validation data for maximum F1) are dropped, or kept with
    ``low_confidence = True`` when ``merge.keep_low_confidence`` asks for them.
+8. **Unconfirmed blobs**: a box no detector labelled (``unknown``: the energy detector's alone,
+   no classifier confirming it) is treated as low-confidence whatever its score, where the
+   chunk's detectors include one that could have labelled it (``merge.unknown``,
+   :func:`publishes_unknown`). The pipeline applies it after the tracker: a box that carries a
+   labelled track on takes the track's label (``tracker.label_by_track``) and is published;
+   tracks and their events are as without the rule.
 
 The fitted numbers (Platt maps, ``agreement_weight``, threshold, and the energy detector's
 calibration) live in one small JSON file, ``rfstream/models/fusion.json``, refitted by
@@ -79,10 +85,12 @@ __all__ = [
     "FusionModel",
     "cluster_evidence",
     "gate",
+    "gate_unknown",
     "load_fusion",
     "make_merge",
     "merge_stage",
     "noisy_or",
+    "publishes_unknown",
 ]
 
 SHIPPED_FUSION = Path(__file__).resolve().parent.parent / "models" / "fusion.json"
@@ -320,6 +328,26 @@ class Fuser:
     def process(self, dets: Sequence[Detection]) -> list[Detection]:
         """Fuse, then gate at the operating threshold (see the module docstring)."""
         return gate(self.fuse(dets), self.threshold, self.keep_low_confidence)
+
+
+def publishes_unknown(merge_cfg: Any, kinds: Iterable[str]) -> bool:
+    """Whether boxes no detector labelled are published, given the ``[merge]`` settings and the
+    kinds of the detectors that ran: ``merge.unknown = "publish"``, class NMS, or (``"auto"``)
+    when none of them can label a box (energy detectors only, as when overload leaves only the
+    energy detector running)."""
+    if merge_cfg.mode != "fuse" or merge_cfg.unknown == "publish":
+        return True
+    if merge_cfg.unknown == "low_confidence":
+        return False
+    return all(kind == "energy" for kind in kinds)
+
+
+def gate_unknown(dets: Sequence[Detection], keep_low_confidence: bool) -> list[Detection]:
+    """Boxes no detector labelled (``unknown``) dropped, or marked ``low_confidence``; others as
+    they are (step 8 of the module docstring)."""
+    if keep_low_confidence:
+        return [d.replace(low_confidence=True) if d.label == WILDCARD_LABEL else d for d in dets]
+    return [d for d in dets if d.label != WILDCARD_LABEL]
 
 
 def gate(dets: Sequence[Detection], threshold: float, keep_low_confidence: bool) -> list[Detection]:
