@@ -243,7 +243,8 @@ def fit(
         return FusionModel(energy=energy, fitted_on={"note": "no boxes to fit on"})
     alpha, presence_map, score_map, raw_score, final, yl, ya, p_cal, p_raw, lab = best[1]
     # --- 4. operating threshold -------------------------------------------------------------------
-    # over the boxes the gate can publish: without merge.publish_unknown, labelled ones only
+    # over the boxes the gate can publish: unless unknown ones are published (merge.unknown),
+    # the labelled ones only
     publish_all = publishes_unknown(cfg.merge, [c.kind for c in cfg.detectors if c.enabled])
     gated = np.ones_like(lab) if publish_all else lab
     threshold, _ = max_f1_threshold(final[gated], yl[gated], n_truth)

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -345,16 +345,21 @@ def publishes_unknown(merge_cfg: Any, kinds: Iterable[str]) -> bool:
 def gate_unknown(dets: Sequence[Detection], keep_low_confidence: bool) -> list[Detection]:
     """Boxes no detector labelled (``unknown``) dropped, or marked ``low_confidence``; others as
     they are (step 8 of the module docstring)."""
-    if keep_low_confidence:
-        return [d.replace(low_confidence=True) if d.label == WILDCARD_LABEL else d for d in dets]
-    return [d for d in dets if d.label != WILDCARD_LABEL]
+    return _hold_back(dets, lambda d: d.label == WILDCARD_LABEL, keep_low_confidence)
 
 
 def gate(dets: Sequence[Detection], threshold: float, keep_low_confidence: bool) -> list[Detection]:
     """Boxes scored at least ``threshold``; the rest dropped, or marked ``low_confidence``."""
+    return _hold_back(dets, lambda d: not d.score >= threshold, keep_low_confidence)  # NaN held back
+
+
+def _hold_back(
+    dets: Sequence[Detection], held: Callable[[Detection], bool], keep_low_confidence: bool
+) -> list[Detection]:
+    """``dets`` without those ``held`` back, or with them marked ``low_confidence`` (kept, in order)."""
     if keep_low_confidence:
-        return [d if d.score >= threshold else d.replace(low_confidence=True) for d in dets]
-    return [d for d in dets if d.score >= threshold]
+        return [d.replace(low_confidence=True) if held(d) else d for d in dets]
+    return [d for d in dets if not held(d)]
 
 
 def _absorb_overlaps(dets: list[Detection], iou: float) -> list[Detection]:
