@@ -38,7 +38,7 @@ from fuzz_helpers import (
     verb_argv,
     write_pair,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 VERBS = ("replay", "eval", "annotate")
@@ -264,6 +264,8 @@ def _oracle_view(doc: Any) -> Any:
     mutations=st.lists(st.tuples(st.sampled_from(FIELDS), VALUES), min_size=1, max_size=3),
     verb=st.sampled_from(VERBS),
 )
+# found by this fuzzer: a tiny recording stamped over 335 MHz, more than 2**26 samples per 200 ms
+@example(mutations=[(("global", "core:sample_rate"), 335544323)], verb="replay")
 def test_hostile_values_in_every_field(mutations, verb):
     doc = copy.deepcopy(base_document())
     for path, value in mutations:
