@@ -152,6 +152,14 @@ def test_otsu_mode():
     assert total == 0
 
 
+def test_a_crowded_frame_is_boxed_whole():
+    """150 bursts in one frame (a busy ISM band): every one boxed by the default settings, not
+    the strongest 100 (the cap is set for crowded scenes, not for a typical one)."""
+    bursts = [(6 * i + 4, (i * 137) % 800, 6 * i + 7, (i * 137) % 800 + 120, 15.0) for i in range(150)]
+    dets = EnergyDetector().detect(make_frame(noise_image(np.random.default_rng(5), signals=bursts)))
+    assert len(dets) == 150 and all(best_iou(dets, b) >= 0.5 for b in bursts)
+
+
 def test_limits_score_threshold_and_degenerate_images():
     image = noise_image(np.random.default_rng(1), signals=SIGNALS)
     assert len(EnergyDetector(options=EnergyOptions(max_detections=2)).detect(make_frame(image))) == 2

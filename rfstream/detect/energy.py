@@ -195,7 +195,8 @@ class EnergyOptions:
     min_area_px: int = field(
         default=12, metadata=at_least(1, "smallest component, pixels", high=MAX_IMAGE_SIDE**2)
     )
-    max_detections: int = field(default=100, metadata=positive("most boxes per frame, best scores first"))
+    # A crowded band holds 150+ bursts per frame; at 100 the weakest real ones were cut (issue 8)
+    max_detections: int = field(default=300, metadata=positive("most boxes per frame, best scores first"))
     pulse_max_slices: float = field(default=3.0, metadata=positive("a box this short (slices) is a pulse"))
     split_gap_slices: float = field(
         default=1.0,
