@@ -34,12 +34,21 @@ def test_ofdm_burst_with_null_carriers_is_one_box():
 
 
 def test_faded_burst_is_one_box():
-    """A 100 ms burst cut by a 6 ms fade: a gap short relative to the burst."""
+    """A 100 ms burst cut by a 4 ms fade: a gap short relative to the burst."""
     a = det(1 * MHZ, 1.2 * MHZ, 0.050, 0.100, 0.7, "psk", "frame")
-    b = det(1.01 * MHZ, 1.2 * MHZ, 0.106, 0.150, 0.6, "psk", "frame")
+    b = det(1.01 * MHZ, 1.2 * MHZ, 0.104, 0.150, 0.6, "psk", "frame")
     (one,) = group_fragments([a, b])
     assert (one.t_start_s, one.t_stop_s) == (0.050, 0.150)
     assert (one.f_low_hz, one.f_high_hz) == (1 * MHZ, 1.2 * MHZ)
+
+
+def test_tdma_bursts_a_guard_time_apart_stay_two():
+    """Two bursts of one TDMA channel as the energy detector boxes them (scenegen's GSM-like
+    channel: a 0.6 ms burst, then two slots together, 0.2 ms apart once the box edges are padded):
+    two signals, not one faded burst."""
+    a = det(914.19 * MHZ, 914.45 * MHZ, 0.1146, 0.1155, 0.6, "fsk", "classifier")
+    b = det(914.19 * MHZ, 914.45 * MHZ, 0.1157, 0.1179, 0.9, "fsk", "classifier")
+    assert spans(group_fragments([a, b])) == spans([a, b])
 
 
 def test_wideband_analog_video_is_one_box():
