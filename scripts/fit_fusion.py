@@ -34,7 +34,7 @@ Steps (every detector of the configuration, default: the shipped set, through th
    recall at a promised precision; max F1 where no cut reaches it); a labelled box being right when
    it matches truth of its label, an ``unknown`` one (no detector labelled it, scored by its
    presence) when it matches truth of any label. With today's models a precision of 0.8 costs much
-   of the recall (validation: recall 0.20 at precision 0.80, against 0.33 at 0.66 for max F1),
+   of the recall (validation: recall 0.21 at precision 0.80, against 0.34 at 0.65 for max F1),
    so max F1 is the shipped default.
 
 Matching is one-to-one per chunk, best score first (``rfstream.eval``'s rule), IoU ≥ 0.5.

@@ -99,7 +99,7 @@ class TwoStageOptions:
         default=0.5, metadata=in_range(0.0, 1.0, "weight of the class probability in the score")
     )
     keep_unknown: bool = False  # keep proposals the classifier calls background, labelled "unknown"
-    # the energy stage's best 128: about 20-50 ms more CPU than 64 on a crowded frame (README)
+    # the energy stage's best 128 (was 64): only crowded frames have more, and pay for them (README)
     max_proposals: int = field(
         default=128, metadata=at_least(1, "most crops classified per frame", high=4096)
     )
